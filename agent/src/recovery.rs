@@ -1,0 +1,114 @@
+//! Rebuilding node state from what the disk and the kernel hold, after a restart or a crash.
+//!
+//! The agent holds `stateDir`'s exclusive lock meanwhile, so no plugin call is half-done.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use edgeway_common::api::Attachment;
+use edgeway_common::rules::{self, PodRule};
+use edgeway_common::store::{CorruptFile, Store, StoreError};
+use rtnetlink::Handle;
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub replayed_dels: usize,
+    pub dropped_records: usize,
+    pub removed_rules: usize,
+    pub readded_rules: usize,
+    pub corrupt: Vec<CorruptFile>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Rules(#[from] rules::RuleError),
+}
+
+fn rules_of(a: &Attachment) -> impl Iterator<Item = PodRule> + '_ {
+    a.ips.iter().map(|&ip| PodRule {
+        ip,
+        table: a.table,
+        priority: a.priority,
+    })
+}
+
+/// Replays DELs queued while the agent was away. A queued DEL removes a record only if it is
+/// the generation it was queued for, and a rule only if no other record claims its address.
+pub async fn replay_pending_dels(
+    store: &Store,
+    handle: &Handle,
+    report: &mut Report,
+) -> Result<(), RecoveryError> {
+    let (pending, corrupt) = store.list_pending_dels()?;
+    report.corrupt.extend(corrupt);
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let (records, _) = store.list_records()?;
+    for d in pending {
+        let current = records.iter().find(|r| r.key() == d.key);
+        let stale_record =
+            current.filter(|r| d.generation.as_deref().is_none_or(|g| g == r.generation));
+        let held: HashSet<IpAddr> = records
+            .iter()
+            .filter(|r| stale_record.is_none_or(|s| s.key() != r.key()))
+            .flat_map(|r| r.ips.iter().copied())
+            .collect();
+        let mut targets: Vec<PodRule> = d
+            .ips
+            .iter()
+            .map(|&ip| PodRule {
+                ip,
+                table: d.table,
+                priority: d.priority,
+            })
+            .collect();
+        if let Some(r) = stale_record {
+            targets.extend(rules_of(r));
+            store.remove_record(&r.key())?;
+        }
+        for rule in targets.into_iter().filter(|r| !held.contains(&r.ip)) {
+            rules::delete(handle, rule).await?;
+        }
+        store.remove_pending_del(&d.key)?;
+        report.replayed_dels += 1;
+    }
+    Ok(())
+}
+
+/// Makes records and kernel rules agree: a record whose rules are all gone is dropped (the
+/// node rebooted or someone flushed them), a record missing some rules gets them back, and an
+/// edgeway rule that no record claims is removed.
+pub async fn reconcile_rules(
+    store: &Store,
+    handle: &Handle,
+    report: &mut Report,
+) -> Result<Vec<Attachment>, RecoveryError> {
+    let (records, corrupt) = store.list_records()?;
+    report.corrupt.extend(corrupt);
+    let installed: HashSet<PodRule> = rules::list(handle).await?.into_iter().collect();
+
+    let mut kept = Vec::with_capacity(records.len());
+    for a in records {
+        let present = rules_of(&a).filter(|r| installed.contains(r)).count();
+        if present == 0 {
+            store.remove_record(&a.key())?;
+            report.dropped_records += 1;
+            continue;
+        }
+        for rule in rules_of(&a).filter(|r| !installed.contains(r)) {
+            rules::add(handle, rule).await?;
+            report.readded_rules += 1;
+        }
+        kept.push(a);
+    }
+    let claimed: HashSet<PodRule> = kept.iter().flat_map(rules_of).collect();
+    for rule in installed.difference(&claimed) {
+        rules::delete(handle, *rule).await?;
+        report.removed_rules += 1;
+    }
+    Ok(kept)
+}

@@ -1,0 +1,200 @@
+//! `edgeway-agent run`: wires the node state, recovery, resync and the API together.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use edgeway_common::store::Store;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::node::Node;
+use crate::{api, recovery};
+
+#[derive(clap::Args, Debug, Default)]
+pub struct RunArgs {
+    /// This node's name (overrides `nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Overrides `stateDir`.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Overrides `api.socket`.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+pub fn run(mut config: Config, args: RunArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.node_name {
+        config.node_name = Some(n);
+    }
+    if let Some(d) = args.state_dir {
+        config.state_dir = d;
+    }
+    if let Some(s) = args.socket {
+        config.api.socket = s;
+    }
+    config.validate()?;
+    let name = config
+        .node_name
+        .clone()
+        .or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?
+        .block_on(serve(config, name))
+}
+
+async fn serve(config: Config, name: String) -> anyhow::Result<()> {
+    let node = Arc::new(Node::new(name, Store::new(&config.state_dir)));
+    let listener = api::bind(&config.api.socket, config.api.group.as_deref())
+        .with_context(|| format!("cannot serve the API on {}", config.api.socket.display()))?;
+    tracing::info!(node = %node.name, socket = %config.api.socket.display(), state_dir = %config.state_dir.display(), "edgeway-agent starting");
+
+    let server = axum::serve(listener, api::router(node.clone()));
+    let maintenance = tokio::spawn(maintain(
+        node.clone(),
+        Duration::from_secs(config.resync_interval_secs),
+    ));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    let served = server.with_graceful_shutdown(shutdown).await;
+    maintenance.abort();
+    // Pod rules stay: they belong to the pods, and the next agent start reconciles them.
+    let _ = std::fs::remove_file(&config.api.socket);
+    tracing::info!("edgeway-agent stopped");
+    served.context("API server failed")
+}
+
+/// Recovers once, then keeps the registry and the pending-DEL queue in step with the disk.
+async fn maintain(node: Arc<Node>, every: Duration) {
+    let handle = loop {
+        match edgeway_common::rules::connect() {
+            Ok(h) => break h,
+            Err(e) => {
+                node.set_problems(vec![e.to_string()]);
+                tokio::time::sleep(every).await;
+            }
+        }
+    };
+    loop {
+        match recover(&node, &handle).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::error!("recovery failed, retrying: {e:#}");
+                node.set_problems(vec![format!("recovery failed: {e:#}")]);
+                tokio::time::sleep(every).await;
+            }
+        }
+    }
+    node.set_recovered();
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let problems = match resync(&node, &handle).await {
+            Ok(()) => state_dir_problems(&node.store),
+            Err(e) => vec![format!("resync failed: {e:#}")],
+        };
+        node.set_problems(problems);
+    }
+}
+
+async fn with_exclusive_lock<T>(
+    store: &Store,
+    f: impl AsyncFnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let s = store.clone();
+    let lock = tokio::task::spawn_blocking(move || {
+        s.ensure_dirs()?;
+        s.lock_exclusive()
+    })
+    .await??;
+    let out = f().await;
+    drop(lock);
+    out
+}
+
+async fn recover(node: &Node, handle: &rtnetlink::Handle) -> anyhow::Result<()> {
+    let store = &node.store;
+    let mut report = recovery::Report::default();
+    let kept = with_exclusive_lock(store, async || {
+        recovery::replay_pending_dels(store, handle, &mut report).await?;
+        Ok(recovery::reconcile_rules(store, handle, &mut report).await?)
+    })
+    .await?;
+    for c in &report.corrupt {
+        tracing::warn!(path = %c.path.display(), reason = %c.reason, "corrupt state file left in place");
+    }
+    let m = &node.metrics;
+    m.count_recovery("replayed_del", report.replayed_dels);
+    m.count_recovery("dropped_record", report.dropped_records);
+    m.count_recovery("removed_rule", report.removed_rules);
+    m.count_recovery("readded_rule", report.readded_rules);
+    m.corrupt_files.set(report.corrupt.len() as i64);
+    let n = kept.len();
+    node.registry().replace_all(kept);
+    node.sync_gauge();
+    tracing::info!(
+        attachments = n,
+        replayed_dels = report.replayed_dels,
+        dropped_records = report.dropped_records,
+        removed_rules = report.removed_rules,
+        readded_rules = report.readded_rules,
+        corrupt_files = report.corrupt.len(),
+        "recovered node state"
+    );
+    Ok(())
+}
+
+async fn resync(node: &Node, handle: &rtnetlink::Handle) -> anyhow::Result<()> {
+    let store = &node.store;
+    let (pending, _) = store.list_pending_dels()?;
+    if !pending.is_empty() {
+        let mut report = recovery::Report::default();
+        with_exclusive_lock(store, async || {
+            Ok(recovery::replay_pending_dels(store, handle, &mut report).await?)
+        })
+        .await?;
+        node.metrics
+            .count_recovery("replayed_del", report.replayed_dels);
+    }
+    let (records, corrupt) = store.list_records()?;
+    node.metrics.corrupt_files.set(corrupt.len() as i64);
+    let (added, removed) = node.registry().replace_all(records);
+    if added + removed > 0 {
+        tracing::info!(added, removed, "registry resynced from stateDir");
+    }
+    node.sync_gauge();
+    Ok(())
+}
+
+/// A state dir the plugin cannot write to means ADDs fail: report it on /readyz.
+fn state_dir_problems(store: &Store) -> Vec<String> {
+    let probe = store.dir().join(".write-probe");
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            vec![]
+        }
+        Err(e) => vec![format!(
+            "stateDir {} is not writable: {e}",
+            store.dir().display()
+        )],
+    }
+}

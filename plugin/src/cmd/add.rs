@@ -1,0 +1,99 @@
+//! ADD: rules, then the record, then the agent. A failing step undoes the earlier ones.
+
+use edgeway_common::api::Attachment;
+use edgeway_common::cni::result::{convert_result, sandbox_ips};
+use edgeway_common::cni::{CniError, ErrorCode};
+
+use super::{now_unix, open_store, rules, warn};
+use crate::agent_client::{AgentClient, AgentError};
+use crate::config::{NetConf, OnAgentDown};
+use crate::env::ContainerEnv;
+
+pub async fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
+    let prev = conf.prev_result.as_ref().ok_or_else(|| {
+        CniError::new(
+            ErrorCode::InvalidNetworkConfig,
+            "no prevResult: edgeway must be chained after an IP-assigning plugin \
+             (bridge, ptp, flannel, calico, ...) in a .conflist",
+        )
+    })?;
+    let result = convert_result(prev, conf.cni_version)?;
+    let output = result.to_string();
+    let ips = sandbox_ips(&result, &c.ifname)?;
+    if ips.is_empty() {
+        // Nothing to steer; the pod keeps host-CNI networking, which is never worth a failed ADD.
+        warn(format!(
+            "prevResult has no address for {}; nothing to do for {}",
+            c.ifname, c.container_id
+        ));
+        return Ok(output);
+    }
+
+    let (store, _lock) = open_store(conf)?;
+    let handle = rules::connect()?;
+    let wanted = rules::for_ips(&ips, conf.table, conf.rule_priority);
+    let previous = store.read_record(&key_of(c)).ok().flatten();
+    rules::install(&handle, &wanted).await?;
+
+    let attachment = Attachment {
+        container_id: c.container_id.clone(),
+        ifname: c.ifname.clone(),
+        netns: c.netns.clone(),
+        network: conf.name.clone(),
+        ips,
+        pod: c.pod.clone(),
+        table: conf.table,
+        priority: conf.rule_priority,
+        generation: format!("{:032x}", rand::random::<u128>()),
+        created_unix: now_unix(),
+    };
+    if let Err(e) = store.write_record(&attachment) {
+        rules::remove(&handle, &wanted).await;
+        return Err(CniError::new(ErrorCode::StateStore, e.to_string()));
+    }
+
+    let undo = || async {
+        rules::remove(&handle, &wanted).await;
+        if let Err(e) = store.remove_record(&attachment.key()) {
+            warn(format!("undo: {e}"));
+        }
+    };
+    let registered = match AgentClient::new(&conf.agent_socket, conf.agent_timeout) {
+        Ok(client) => client.register(&attachment).await,
+        Err(e) => Err(e),
+    };
+    match registered {
+        Ok(()) => {}
+        Err(AgentError::Down { .. }) if conf.on_agent_down == OnAgentDown::Continue => {
+            // The record is on disk; the agent picks it up when it starts.
+        }
+        Err(e @ AgentError::Down { .. }) => {
+            undo().await;
+            return Err(CniError::new(ErrorCode::TryAgainLater, e.to_string())
+                .with_details("onAgentDown is \"fail\""));
+        }
+        Err(e @ AgentError::Rejected { .. }) => {
+            undo().await;
+            return Err(CniError::new(ErrorCode::AgentRejected, e.to_string()));
+        }
+    }
+
+    // A repeated ADD with new addresses leaves no rule behind for the old ones.
+    if let Some(old) = previous {
+        let stale: Vec<_> = old
+            .ips
+            .iter()
+            .copied()
+            .filter(|ip| !attachment.ips.contains(ip))
+            .collect();
+        rules::remove(&handle, &rules::for_ips(&stale, old.table, old.priority)).await;
+    }
+    Ok(output)
+}
+
+fn key_of(c: &ContainerEnv) -> edgeway_common::api::AttachmentKey {
+    edgeway_common::api::AttachmentKey {
+        container_id: c.container_id.clone(),
+        ifname: c.ifname.clone(),
+    }
+}

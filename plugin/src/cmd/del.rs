@@ -1,0 +1,127 @@
+//! DEL: never fails. What cannot be done now is queued for the agent to replay.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use edgeway_common::api::AttachmentKey;
+use edgeway_common::cni::result::sandbox_ips;
+use edgeway_common::store::{PendingDel, Store};
+
+use super::{now_unix, open_store, rules, warn};
+use crate::agent_client::AgentClient;
+use crate::config::NetConf;
+use crate::env::ContainerEnv;
+
+pub async fn run(conf: &NetConf, c: &ContainerEnv) {
+    let key = AttachmentKey {
+        container_id: c.container_id.clone(),
+        ifname: c.ifname.clone(),
+    };
+    // flannel and Calico chains (0.3.1) send no prevResult on DEL, and a malformed one
+    // must not fail the DEL: the record is the main source.
+    let prev_ips: Vec<IpAddr> = conf
+        .prev_result
+        .as_ref()
+        .and_then(|p| sandbox_ips(p, &c.ifname).ok())
+        .unwrap_or_default();
+
+    let (store, _lock) = match open_store(conf) {
+        Ok(s) => s,
+        Err(e) => {
+            // Without the state dir, remove what prevResult names and leave the rest to GC.
+            warn(format!("DEL {}: {}", c.container_id, e.msg));
+            remove_rules(&prev_ips, conf.table, conf.rule_priority, &HashSet::new()).await;
+            return;
+        }
+    };
+    let record = match store.read_record(&key) {
+        Ok(r) => r,
+        Err(e) => {
+            warn(format!("DEL {}: {e}; removing it", c.container_id));
+            None
+        }
+    };
+    let (table, priority, generation) = match &record {
+        Some(r) => (r.table, r.priority, Some(r.generation.clone())),
+        None => (conf.table, conf.rule_priority, None),
+    };
+    let mut ips: Vec<IpAddr> = record.as_ref().map(|r| r.ips.clone()).unwrap_or_default();
+    for ip in prev_ips {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    if record.is_none() && ips.is_empty() {
+        // Repeated DEL, or an ADD that never got this far: nothing is ours.
+        return;
+    }
+
+    // IPAM may have handed an address to a newer pod already; its rule is not ours to remove.
+    let held = ips_held_elsewhere(&store, &key);
+    let mut ok = remove_rules(&ips, table, priority, &held).await;
+    if let Err(e) = store.remove_record(&key) {
+        warn(format!("DEL {}: {e}", c.container_id));
+        ok = false;
+    }
+    let told = match AgentClient::new(&conf.agent_socket, conf.agent_timeout) {
+        Ok(client) => client.unregister(&key).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &told {
+        warn(format!("DEL {}: {e}; queued for the agent", c.container_id));
+    }
+    if told.is_err() || !ok {
+        let pending = PendingDel {
+            key,
+            generation,
+            ips: ips.into_iter().filter(|ip| !held.contains(ip)).collect(),
+            table,
+            priority,
+            queued_unix: now_unix(),
+        };
+        if let Err(e) = store.queue_pending_del(&pending) {
+            warn(format!(
+                "DEL {}: cannot queue for the agent: {e}",
+                c.container_id
+            ));
+        }
+    }
+}
+
+/// Addresses that another attachment's record still claims.
+pub(super) fn ips_held_elsewhere(store: &Store, key: &AttachmentKey) -> HashSet<IpAddr> {
+    match store.list_records() {
+        Ok((records, _)) => records
+            .into_iter()
+            .filter(|r| &r.key() != key)
+            .flat_map(|r| r.ips)
+            .collect(),
+        Err(e) => {
+            warn(e);
+            HashSet::new()
+        }
+    }
+}
+
+async fn remove_rules(ips: &[IpAddr], table: u32, priority: u32, held: &HashSet<IpAddr>) -> bool {
+    let mine: Vec<IpAddr> = ips
+        .iter()
+        .copied()
+        .filter(|ip| !held.contains(ip))
+        .collect();
+    if mine.is_empty() {
+        return true;
+    }
+    let handle = match rules::connect() {
+        Ok(h) => h,
+        Err(e) => {
+            warn(e.msg);
+            return false;
+        }
+    };
+    let failed = rules::remove(&handle, &rules::for_ips(&mine, table, priority)).await;
+    for (rule, e) in &failed {
+        warn(format!("cannot remove rule for {}: {e}", rule.ip));
+    }
+    failed.is_empty()
+}
