@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use edgeway_common::{DEFAULT_AGENT_SOCKET, DEFAULT_STATE_DIR};
+use edgeway_common::{DEFAULT_AGENT_SOCKET, DEFAULT_STATE_DIR, DEFAULT_TABLE};
+use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -15,6 +16,72 @@ pub struct Config {
     pub api: ApiConfig,
     /// Seconds between resyncs of the registry against `stateDir` and the pending-DEL queue.
     pub resync_interval_secs: u64,
+    /// This node's segment (LAN). Pods in other segments are reached through edgeway.
+    pub segment: String,
+    /// Seed 001's style of declaring segments: each CIDR is one segment.
+    #[serde(rename = "cloudCIDR")]
+    pub cloud_cidr: Vec<IpNetwork>,
+    #[serde(rename = "edgeCIDR")]
+    pub edge_cidr: Vec<IpNetwork>,
+    /// Destinations that always stay on the host CNI.
+    #[serde(rename = "nativeCIDRs")]
+    pub native_cidrs: Vec<IpNetwork>,
+    pub tunnel: TunnelConfig,
+    pub p2p: P2pConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TunnelConfig {
+    pub device: String,
+    /// At least the host CNI's pod MTU; packets ride inside streams, so the underlay MTU does not bound it.
+    pub mtu: u16,
+    /// Must match the plugin's `table`.
+    pub table: u32,
+    /// Packets queued per peer before new ones are dropped and counted.
+    pub queue_len: usize,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        TunnelConfig {
+            device: "edgeway0".into(),
+            mtu: 1500,
+            table: DEFAULT_TABLE,
+            queue_len: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct P2pConfig {
+    /// Multiaddrs to listen on: TCP and QUIC.
+    pub listen: Vec<String>,
+    /// Multiaddrs of other agents (with `/p2p/<peer id>`) to dial at start.
+    pub bootstrap: Vec<String>,
+    /// File holding the cluster secret. Without it the agent runs node-local only:
+    /// no TUN, no peers. There is no default secret.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Seconds after which an unreachable peer's pods are forgotten.
+    pub peer_grace_secs: u64,
+    /// Seconds between re-announcements of this node's pods.
+    pub announce_interval_secs: u64,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/7333".into(),
+                "/ip4/0.0.0.0/udp/7333/quic-v1".into(),
+            ],
+            bootstrap: vec![],
+            cluster_secret_file: None,
+            peer_grace_secs: 60,
+            announce_interval_secs: 15,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +101,12 @@ impl Default for Config {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             api: ApiConfig::default(),
             resync_interval_secs: 10,
+            segment: "default".into(),
+            cloud_cidr: vec![],
+            edge_cidr: vec![],
+            native_cidrs: vec![],
+            tunnel: TunnelConfig::default(),
+            p2p: P2pConfig::default(),
         }
     }
 }
@@ -104,6 +177,48 @@ impl Config {
                 reason: format!("{} is not in 1..=3600", self.resync_interval_secs),
             });
         }
+        let invalid =
+            |field: &'static str, reason: String| Err(ConfigError::Invalid { field, reason });
+        if self.segment.is_empty() || self.segment.len() > 63 {
+            return invalid("segment", "must be 1 to 63 characters".into());
+        }
+        let dev = &self.tunnel.device;
+        if dev.is_empty() || dev.len() > 15 || dev.contains(['/', ':', ' ']) {
+            return invalid(
+                "tunnel.device",
+                format!("{dev:?} is not a valid interface name"),
+            );
+        }
+        if self.tunnel.mtu < 1280 {
+            return invalid(
+                "tunnel.mtu",
+                format!("{} is below 1280, the IPv6 minimum", self.tunnel.mtu),
+            );
+        }
+        if matches!(self.tunnel.table, 0 | 253..=255) {
+            return invalid(
+                "tunnel.table",
+                format!("{} is reserved by the kernel", self.tunnel.table),
+            );
+        }
+        if !(16..=1_000_000).contains(&self.tunnel.queue_len) {
+            return invalid(
+                "tunnel.queueLen",
+                format!("{} is not in 16..=1000000", self.tunnel.queue_len),
+            );
+        }
+        if !(5..=86_400).contains(&self.p2p.peer_grace_secs) {
+            return invalid(
+                "p2p.peerGraceSecs",
+                format!("{} is not in 5..=86400", self.p2p.peer_grace_secs),
+            );
+        }
+        if !(1..=3600).contains(&self.p2p.announce_interval_secs) {
+            return invalid(
+                "p2p.announceIntervalSecs",
+                format!("{} is not in 1..=3600", self.p2p.announce_interval_secs),
+            );
+        }
         if let Some(name) = &self.node_name {
             if name.is_empty() || name.len() > 253 {
                 return Err(ConfigError::Invalid {
@@ -148,6 +263,11 @@ mod tests {
             ("[api]\nsockett = \"/x\"", "sockett"),
             ("resyncIntervalSecs = 0", "resyncIntervalSecs"),
             ("nodeName = \"\"", "nodeName"),
+            ("cloudCIDR = [\"10.244.1.0/33\"]", "cloudCIDR"),
+            ("[tunnel]\nmtu = 500", "tunnel.mtu"),
+            ("[tunnel]\ntable = 254", "tunnel.table"),
+            ("[p2p]\npeerGraceSecs = 1", "p2p.peerGraceSecs"),
+            ("[p2p]\nclusterSecret = \"x\"", "clusterSecret"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(field), "{text:?}: {e}");

@@ -3,11 +3,16 @@
 
 mod api;
 mod config;
+mod dataplane;
 mod metrics;
 mod node;
+mod ownership;
 mod recovery;
 mod registry;
+mod routes;
 mod run;
+mod segments;
+mod tunnel;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -54,7 +54,8 @@ pub fn connect() -> Result<Handle, RuleError> {
     Ok(handle)
 }
 
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+/// The errno of a netlink error answer, if it is one.
+pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.to_io().raw_os_error(),
         _ => None,

@@ -1,0 +1,59 @@
+#![allow(dead_code)] // Wired into the agent by the networking commit that follows.
+//! The TUN device `edgeway0` and the per-namespace sysctls the data path needs.
+
+use std::io;
+
+use tun_rs::{AsyncDevice, DeviceBuilder};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("cannot create TUN device {name}: {source}")]
+    Create { name: String, source: io::Error },
+    #[error("cannot find the index of {name}: {source}")]
+    Index { name: String, source: io::Error },
+    #[error("cannot set {path}: {source}")]
+    Sysctl { path: String, source: io::Error },
+}
+
+pub struct Tunnel {
+    pub device: AsyncDevice,
+    pub name: String,
+    pub ifindex: u32,
+}
+
+/// Creates the TUN (or takes over one a crashed agent left), sets its MTU and brings it up.
+pub fn open(name: &str, mtu: u16) -> Result<Tunnel, TunnelError> {
+    let device = DeviceBuilder::new()
+        .name(name)
+        .mtu(mtu)
+        .packet_information(false)
+        .build_async()
+        .map_err(|source| TunnelError::Create {
+            name: name.into(),
+            source,
+        })?;
+    let ifindex = nix::net::if_::if_nametoindex(name).map_err(|e| TunnelError::Index {
+        name: name.into(),
+        source: e.into(),
+    })?;
+    // Replies arrive on the TUN from addresses the main table routes elsewhere: strict
+    // reverse-path filtering would drop them.
+    sysctl(&format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"), "2")?;
+    sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+    // IPv6 forwarding is optional: the node may have IPv6 disabled.
+    if std::path::Path::new("/proc/sys/net/ipv6/conf/all/forwarding").exists() {
+        sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
+    }
+    Ok(Tunnel {
+        device,
+        name: name.into(),
+        ifindex,
+    })
+}
+
+fn sysctl(path: &str, value: &str) -> Result<(), TunnelError> {
+    std::fs::write(path, value).map_err(|source| TunnelError::Sysctl {
+        path: path.into(),
+        source,
+    })
+}
