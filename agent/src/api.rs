@@ -30,6 +30,7 @@ pub fn router(node: Arc<Node>) -> Router {
             "/v1/attachments/{container_id}/{ifname}",
             delete(unregister),
         )
+        .route("/v1/status", get(status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -89,7 +90,7 @@ async fn register(
         );
     }
     let change = node.registry().upsert(a.clone());
-    node.sync_gauge();
+    node.registry_changed();
     if change == Change::Added {
         tracing::info!(container = %a.container_id, ifname = %a.ifname, ips = ?a.ips, "attachment registered");
     }
@@ -110,7 +111,7 @@ async fn unregister(
         ifname,
     };
     let change = node.registry().remove(&key);
-    node.sync_gauge();
+    node.registry_changed();
     if change == Change::Removed {
         tracing::info!(container = %key.container_id, ifname = %key.ifname, "attachment unregistered");
     }
@@ -122,6 +123,11 @@ async fn list(State(node): State<Arc<Node>>) -> Response {
     let all = node.registry().list();
     count(&node, "list", StatusCode::OK);
     Json(all).into_response()
+}
+
+async fn status(State(node): State<Arc<Node>>) -> Response {
+    count(&node, "status", StatusCode::OK);
+    Json(crate::status::collect(&node)).into_response()
 }
 
 async fn healthz(State(node): State<Arc<Node>>) -> Response {

@@ -5,13 +5,18 @@ mod api;
 mod config;
 mod dataplane;
 mod metrics;
+mod netstate;
+mod networking;
 mod node;
 mod ownership;
+mod p2p;
 mod recovery;
 mod registry;
+mod route_sync;
 mod routes;
 mod run;
 mod segments;
+mod status;
 mod tunnel;
 
 use std::path::PathBuf;

@@ -1,6 +1,8 @@
 //! Prometheus metrics, served on `/metrics`.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -17,6 +19,46 @@ pub struct RecoveryLabels {
     pub action: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Direction {
+    Tx,
+    Rx,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficLabels {
+    pub peer: String,
+    pub direction: Direction,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    pub peer: String,
+    pub path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// Why a packet was dropped; one label value each.
+pub mod drop_reason {
+    pub const MALFORMED: &str = "malformed";
+    pub const NO_OWNER: &str = "no_owner";
+    pub const QUEUE_FULL: &str = "queue_full";
+    pub const LINK_DOWN: &str = "link_down";
+    pub const NOT_MEMBER: &str = "not_member";
+    pub const SPOOFED_SOURCE: &str = "spoofed_source";
+    pub const NOT_LOCAL_DESTINATION: &str = "not_local_destination";
+    pub const TUN_WRITE: &str = "tun_write";
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub attachments: Gauge,
@@ -24,6 +66,15 @@ pub struct Metrics {
     pub recovery: Family<RecoveryLabels, Counter>,
     pub corrupt_files: Gauge,
     pub ready: Gauge,
+    pub peers: Gauge,
+    pub routes: Gauge,
+    pub packets: Family<TrafficLabels, Counter>,
+    pub bytes: Family<TrafficLabels, Counter>,
+    pub drops: Family<ReasonLabels, Counter>,
+    pub peer_path: Family<PathLabels, Gauge>,
+    pub peer_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    pub announcements: Family<ReasonLabels, Counter>,
+    pub auth_failures: Counter,
 }
 
 impl Metrics {
@@ -55,8 +106,67 @@ impl Metrics {
         );
         let ready = Gauge::default();
         registry.register("ready", "1 when the agent is ready", ready.clone());
+        let peers = Gauge::default();
+        registry.register(
+            "peers",
+            "Connected peers that proved cluster membership",
+            peers.clone(),
+        );
+        let routes = Gauge::default();
+        registry.register(
+            "routes",
+            "Routes in edgeway's table (remote pods across a LAN boundary)",
+            routes.clone(),
+        );
+        let packets = Family::<TrafficLabels, Counter>::default();
+        registry.register(
+            "tunnel_packets",
+            "Packets carried, by peer and direction",
+            packets.clone(),
+        );
+        let bytes = Family::<TrafficLabels, Counter>::default();
+        registry.register(
+            "tunnel_bytes",
+            "Bytes of IP packets carried, by peer and direction",
+            bytes.clone(),
+        );
+        let drops = Family::<ReasonLabels, Counter>::default();
+        registry.register("tunnel_drops", "Packets dropped, by reason", drops.clone());
+        let peer_path = Family::<PathLabels, Gauge>::default();
+        registry.register(
+            "peer_path",
+            "1 for the path currently used to each peer (direct or relayed)",
+            peer_path.clone(),
+        );
+        let peer_rtt = Family::<PeerLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "peer_rtt_seconds",
+            "Last ping round-trip time to each peer",
+            peer_rtt.clone(),
+        );
+        let announcements = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "announcements",
+            "Ownership announcements received, by outcome",
+            announcements.clone(),
+        );
+        let auth_failures = Counter::default();
+        registry.register(
+            "auth_failures",
+            "Peers refused for lacking the cluster credential",
+            auth_failures.clone(),
+        );
         Metrics {
             registry,
+            peers,
+            routes,
+            packets,
+            bytes,
+            drops,
+            peer_path,
+            peer_rtt,
+            announcements,
+            auth_failures,
             attachments,
             api_requests,
             recovery,
@@ -71,6 +181,23 @@ impl Metrics {
                 .get_or_create(&RecoveryLabels { action })
                 .inc_by(n as u64);
         }
+    }
+
+    pub fn drop_packet(&self, reason: &'static str) {
+        self.drops.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counters for one peer and direction, fetched once per link so each packet costs
+    /// only atomic adds.
+    pub fn traffic(&self, peer: &str, direction: Direction) -> (Counter, Counter) {
+        let labels = TrafficLabels {
+            peer: peer.to_string(),
+            direction,
+        };
+        (
+            self.packets.get_or_create(&labels).clone(),
+            self.bytes.get_or_create(&labels).clone(),
+        )
     }
 
     pub fn encode(&self) -> String {

@@ -1,7 +1,7 @@
 //! The node-local agent state that the API, recovery and resync share.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use edgeway_common::api::Readiness;
 use edgeway_common::store::Store;
@@ -13,7 +13,11 @@ pub struct Node {
     pub name: String,
     pub store: Store,
     pub registry: Mutex<Registry>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// Woken whenever the set of local attachments may have changed.
+    pub local_changed: Arc<tokio::sync::Notify>,
+    /// Set once networking has started; absent on a node-local-only agent.
+    pub network: std::sync::OnceLock<crate::networking::NetInfo>,
     recovered: AtomicBool,
     problems: Mutex<Vec<String>>,
 }
@@ -24,7 +28,9 @@ impl Node {
             name,
             store,
             registry: Mutex::new(Registry::default()),
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
+            local_changed: Arc::new(tokio::sync::Notify::new()),
+            network: std::sync::OnceLock::new(),
             recovered: AtomicBool::new(false),
             problems: Mutex::new(Vec::new()),
         }
@@ -68,8 +74,10 @@ impl Node {
         self.metrics.ready.set(i64::from(self.readiness().ready));
     }
 
-    pub fn sync_gauge(&self) {
+    /// Updates the gauge and tells the announcer that local pods changed.
+    pub fn registry_changed(&self) {
         let n = self.registry().len();
         self.metrics.attachments.set(n as i64);
+        self.local_changed.notify_one();
     }
 }

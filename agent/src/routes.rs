@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Wired into the agent by the networking commit that follows.
 //! edgeway's routing table: one route to the TUN for each remote pod across a LAN boundary.
 //! Routes carry edgeway's protocol number, so nothing else in the table is ever touched.
 

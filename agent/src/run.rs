@@ -64,6 +64,13 @@ async fn serve(config: Config, name: String) -> anyhow::Result<()> {
         node.clone(),
         Duration::from_secs(config.resync_interval_secs),
     ));
+    let networking = match &config.p2p.cluster_secret_file {
+        Some(secret) => Some(crate::networking::start(&config, node.clone(), secret).await?),
+        None => {
+            tracing::warn!("p2p.clusterSecretFile is not set: running node-local only, without cross-LAN networking");
+            None
+        }
+    };
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -75,6 +82,9 @@ async fn serve(config: Config, name: String) -> anyhow::Result<()> {
     };
     let served = server.with_graceful_shutdown(shutdown).await;
     maintenance.abort();
+    if let Some(n) = networking {
+        n.stop().await;
+    }
     // Pod rules stay: they belong to the pods, and the next agent start reconciles them.
     let _ = std::fs::remove_file(&config.api.socket);
     tracing::info!("edgeway-agent stopped");
@@ -149,7 +159,7 @@ async fn recover(node: &Node, handle: &rtnetlink::Handle) -> anyhow::Result<()> 
     m.corrupt_files.set(report.corrupt.len() as i64);
     let n = kept.len();
     node.registry().replace_all(kept);
-    node.sync_gauge();
+    node.registry_changed();
     tracing::info!(
         attachments = n,
         replayed_dels = report.replayed_dels,
@@ -180,7 +190,7 @@ async fn resync(node: &Node, handle: &rtnetlink::Handle) -> anyhow::Result<()> {
     if added + removed > 0 {
         tracing::info!(added, removed, "registry resynced from stateDir");
     }
-    node.sync_gauge();
+    node.registry_changed();
     Ok(())
 }
 

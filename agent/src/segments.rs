@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Wired into the agent by the networking commit that follows.
 //! Which destinations cross a LAN boundary. Pure: the route table asks it about every
 //! remote pod, and only a "yes" puts a route to the TUN in edgeway's table.
 

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Wired into the agent by the networking commit that follows.
 //! The TUN device `edgeway0` and the per-namespace sysctls the data path needs.
 
 use std::io;

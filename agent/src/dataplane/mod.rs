@@ -1,5 +1,6 @@
-#![allow(dead_code)] // Wired into the agent by the networking commit that follows.
 //! The packet path between the TUN and the peers.
 
 pub mod frame;
 pub mod packet;
+pub mod rx;
+pub mod tx;

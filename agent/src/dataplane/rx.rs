@@ -1,0 +1,94 @@
+//! Peers to TUN: accepts packet streams from members only, and drops every packet whose
+//! source the sending peer does not own or whose destination is not a pod on this node.
+
+use std::sync::Arc;
+
+use futures::{AsyncReadExt, StreamExt};
+use libp2p::{PeerId, Stream};
+use tun_rs::AsyncDevice;
+
+use super::frame::Decoder;
+use super::packet;
+use crate::metrics::{drop_reason, Direction, Metrics};
+use crate::netstate::NetState;
+
+pub async fn accept_streams(
+    mut incoming: libp2p_stream::IncomingStreams,
+    tun: Arc<AsyncDevice>,
+    net: Arc<NetState>,
+    metrics: Arc<Metrics>,
+) {
+    // Polled without pause: libp2p-stream drops inbound streams nobody is waiting for.
+    while let Some((peer, stream)) = incoming.next().await {
+        if !net.is_member(&peer) {
+            tracing::warn!(%peer, "packet stream from a peer that has not proved membership; refused");
+            metrics.drop_packet(drop_reason::NOT_MEMBER);
+            continue;
+        }
+        tokio::spawn(read_stream(
+            peer,
+            stream,
+            tun.clone(),
+            net.clone(),
+            metrics.clone(),
+        ));
+    }
+}
+
+async fn read_stream(
+    peer: PeerId,
+    mut stream: Stream,
+    tun: Arc<AsyncDevice>,
+    net: Arc<NetState>,
+    metrics: Arc<Metrics>,
+) {
+    let peer_s = peer.to_string();
+    let (packets, bytes) = metrics.traffic(&peer_s, Direction::Rx);
+    let mut decoder = Decoder::default();
+    const READ: usize = 64 * 1024;
+    loop {
+        let spare = decoder.spare(READ);
+        let n = match stream.read(spare).await {
+            Ok(0) | Err(_) => {
+                decoder.filled(READ, 0);
+                break;
+            }
+            Ok(n) => n,
+        };
+        decoder.filled(READ, n);
+        loop {
+            let pkt = match decoder.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, "bad frame, closing stream: {e}");
+                    metrics.drop_packet(drop_reason::MALFORMED);
+                    return;
+                }
+            };
+            if !net.is_member(&peer) {
+                metrics.drop_packet(drop_reason::NOT_MEMBER);
+                return;
+            }
+            let Some((src, dst)) = packet::addresses(pkt) else {
+                metrics.drop_packet(drop_reason::MALFORMED);
+                continue;
+            };
+            if !net.table().owns(&peer_s, src) {
+                metrics.drop_packet(drop_reason::SPOOFED_SOURCE);
+                continue;
+            }
+            if !net.is_local_pod(&dst) {
+                metrics.drop_packet(drop_reason::NOT_LOCAL_DESTINATION);
+                continue;
+            }
+            match tun.send(pkt).await {
+                Ok(_) => {
+                    packets.inc();
+                    bytes.inc_by(pkt.len() as u64);
+                }
+                Err(_) => metrics.drop_packet(drop_reason::TUN_WRITE),
+            }
+        }
+    }
+}

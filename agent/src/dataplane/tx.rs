@@ -1,0 +1,156 @@
+//! TUN to peers: each packet goes to its destination's owner over one long-lived stream
+//! per peer, through a bounded queue. A full queue drops the packet and counts it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::AsyncWriteExt;
+use libp2p::PeerId;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tun_rs::AsyncDevice;
+
+use super::{frame, packet};
+use crate::metrics::{drop_reason, Direction, Metrics};
+use crate::netstate::NetState;
+use crate::p2p::behaviour::PACKETS_PROTOCOL;
+
+/// Frames are gathered up to this many bytes before one write.
+const BATCH_BYTES: usize = 64 * 1024;
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+pub async fn pump_tun_to_peers(
+    tun: Arc<AsyncDevice>,
+    net: Arc<NetState>,
+    control: libp2p_stream::Control,
+    metrics: Arc<Metrics>,
+    queue_len: usize,
+) -> std::io::Result<()> {
+    let local = net.table().local_peer().to_string();
+    let mut peer_ids: HashMap<String, PeerId> = HashMap::new();
+    let mut links: HashMap<PeerId, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut buf = vec![0u8; frame::MAX_PACKET];
+    loop {
+        let n = tun.recv(&mut buf).await?;
+        let pkt = &buf[..n];
+        let Some((_, dst)) = packet::addresses(pkt) else {
+            metrics.drop_packet(drop_reason::MALFORMED);
+            continue;
+        };
+        let owner = {
+            let table = net.table();
+            match table.owner_of(dst) {
+                Some(p) if p.peer_id != local => match peer_ids.get(&p.peer_id) {
+                    Some(id) => Some(*id),
+                    None => p.peer_id.parse::<PeerId>().ok().inspect(|id| {
+                        peer_ids.insert(p.peer_id.clone(), *id);
+                    }),
+                },
+                _ => None,
+            }
+        };
+        let Some(peer) = owner else {
+            metrics.drop_packet(drop_reason::NO_OWNER);
+            continue;
+        };
+        let tx = links.entry(peer).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(queue_len);
+            tokio::spawn(run_link(peer, control.clone(), rx, metrics.clone()));
+            tx
+        });
+        match tx.try_send(pkt.to_vec()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => metrics.drop_packet(drop_reason::QUEUE_FULL),
+            Err(TrySendError::Closed(_)) => {
+                links.remove(&peer);
+                metrics.drop_packet(drop_reason::LINK_DOWN);
+            }
+        }
+    }
+}
+
+/// Owns the stream to one peer. Opens it once and reuses it; reopens after a failure.
+async fn run_link(
+    peer: PeerId,
+    mut control: libp2p_stream::Control,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    metrics: Arc<Metrics>,
+) {
+    let (packets, bytes): (Counter, Counter) = metrics.traffic(&peer.to_string(), Direction::Tx);
+    let mut out = Vec::with_capacity(BATCH_BYTES + frame::MAX_PACKET + 2);
+    'reopen: loop {
+        let stream =
+            match tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, PACKETS_PROTOCOL))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "cannot open packet stream: {e}");
+                    if !drain_while_down(&mut rx, &metrics).await {
+                        return;
+                    }
+                    continue 'reopen;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "opening packet stream timed out");
+                    if !drain_while_down(&mut rx, &metrics).await {
+                        return;
+                    }
+                    continue 'reopen;
+                }
+            };
+        tracing::debug!(%peer, "packet stream open");
+        let mut stream = stream;
+        while let Some(first) = rx.recv().await {
+            out.clear();
+            let mut count = 0u64;
+            let mut payload = 0u64;
+            let mut next = Some(first);
+            while let Some(pkt) = next.take() {
+                if frame::encode(&pkt, &mut out).is_ok() {
+                    count += 1;
+                    payload += pkt.len() as u64;
+                }
+                if out.len() < BATCH_BYTES {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if let Err(e) = async {
+                stream.write_all(&out).await?;
+                stream.flush().await
+            }
+            .await
+            {
+                tracing::debug!(%peer, "packet stream broke: {e}");
+                metrics
+                    .drops
+                    .get_or_create(&crate::metrics::ReasonLabels {
+                        reason: drop_reason::LINK_DOWN,
+                    })
+                    .inc_by(count);
+                continue 'reopen;
+            }
+            packets.inc_by(count);
+            bytes.inc_by(payload);
+        }
+        return;
+    }
+}
+
+/// Drops what is queued while the peer is unreachable, then waits before a retry.
+/// Returns false when the link is no longer wanted.
+async fn drain_while_down(rx: &mut mpsc::Receiver<Vec<u8>>, metrics: &Metrics) -> bool {
+    let deadline = tokio::time::sleep(RETRY_AFTER);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return true,
+            pkt = rx.recv() => match pkt {
+                Some(_) => metrics.drop_packet(drop_reason::LINK_DOWN),
+                None => return false,
+            },
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The libp2p swarm: transports, the composed behaviour, and edgeway's protocol names.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{gossipsub, identify, noise, ping, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::announce::SignedAnnouncement;
+
+pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/edgeway/control/1");
+pub const PACKETS_PROTOCOL: StreamProtocol = StreamProtocol::new("/edgeway/packets/1");
+pub const OWNERSHIP_TOPIC: &str = "edgeway/ownership/1";
+
+/// Control requests between agents. Nothing but `Hello` is served before a peer proves membership.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// Proves membership: the token is bound to the sender's peer ID.
+    Hello { token: Vec<u8>, node_name: String },
+    /// Anti-entropy: "here is the (peer, seq) I know; send me what is newer".
+    Sync { digest: Vec<(String, u64)> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControlResponse {
+    Welcome,
+    Announcements(Vec<SignedAnnouncement>),
+    Denied(String),
+}
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub gossipsub: gossipsub::Behaviour,
+    pub control: request_response::json::Behaviour<ControlRequest, ControlResponse>,
+    pub stream: libp2p_stream::Behaviour,
+}
+
+fn gossipsub_config() -> gossipsub::Config {
+    gossipsub::ConfigBuilder::default()
+        // Messages are signed by their author and handed to us before they are forwarded.
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        // Clusters of a few nodes must form a mesh too.
+        .mesh_n_low(1)
+        .mesh_n(4)
+        .mesh_n_high(8)
+        .mesh_outbound_min(1)
+        .heartbeat_initial_delay(Duration::from_millis(100))
+        .heartbeat_interval(Duration::from_secs(1))
+        .max_transmit_size(super::announce::MAX_SIGNED_BYTES)
+        .build()
+        .expect("static gossipsub config is valid")
+}
+
+fn yamux_config() -> yamux::Config {
+    yamux::Config::default()
+}
+
+pub fn build_swarm(key: Keypair) -> anyhow::Result<Swarm<Behaviour>> {
+    let swarm = SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux_config,
+        )?
+        .with_quic()
+        .with_behaviour(|key| {
+            let identify = identify::Behaviour::new(
+                identify::Config::new("/edgeway/1".into(), key.public())
+                    .with_agent_version(format!("edgeway-agent/{}", env!("CARGO_PKG_VERSION"))),
+            );
+            let ping = ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(Duration::from_secs(2))
+                    .with_timeout(Duration::from_secs(5)),
+            );
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossipsub_config(),
+            )
+            .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+            let control = request_response::json::Behaviour::new(
+                [(CONTROL_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+            );
+            Ok(Behaviour {
+                identify,
+                ping,
+                gossipsub,
+                control,
+                stream: libp2p_stream::Behaviour::new(),
+            })
+        })?
+        // Connections carry pod traffic at any moment; keep them even when idle.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    Ok(swarm)
+}

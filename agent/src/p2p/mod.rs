@@ -1,0 +1,7 @@
+//! Everything that talks libp2p: identity, membership, the swarm and its event loop.
+
+pub mod announce;
+pub mod behaviour;
+pub mod identity;
+pub mod membership;
+pub mod network;

@@ -1,0 +1,533 @@
+//! The one task that owns the libp2p swarm: membership, ownership gossip, anti-entropy
+//! sync, liveness and link facts. Everything else reads [`NetState`] or talks to it
+//! through the notifications it waits on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, ping, Multiaddr, PeerId, Swarm};
+use tokio::sync::Notify;
+
+use super::announce::{self, Opened, SignedAnnouncement};
+use super::behaviour::{
+    Behaviour, BehaviourEvent, ControlRequest, ControlResponse, OWNERSHIP_TOPIC,
+};
+use super::membership::ClusterSecret;
+use crate::metrics::{PathLabels, PeerLabels, ReasonLabels};
+use crate::netstate::{NetState, Path};
+use crate::node::Node;
+use crate::ownership::{ApplyOutcome, LocalAnnouncer, PodClaim};
+
+/// A peer that has not proved membership this long after connecting is dropped.
+const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+/// Bootstrap peers and known members we are not connected to are redialled this often.
+const REDIAL_EVERY: Duration = Duration::from_secs(5);
+
+pub struct NetworkConfig {
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub announce_every: Duration,
+    pub node_name: String,
+}
+
+pub struct Network {
+    swarm: Swarm<Behaviour>,
+    key: Keypair,
+    secret: ClusterSecret,
+    node: Arc<Node>,
+    net: Arc<NetState>,
+    config: NetworkConfig,
+    topic: IdentTopic,
+    announcer: LocalAnnouncer,
+    /// The newest signed announcement of each peer (ours included), served to syncs.
+    signed: HashMap<String, SignedAnnouncement>,
+    addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    awaiting_hello: HashMap<PeerId, Instant>,
+    last_redial: Instant,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn path_of(endpoint: &ConnectedPoint) -> Path {
+    if endpoint
+        .get_remote_address()
+        .iter()
+        .any(|p| matches!(p, Protocol::P2pCircuit))
+    {
+        Path::Relayed
+    } else {
+        Path::Direct
+    }
+}
+
+impl Network {
+    pub fn new(
+        swarm: Swarm<Behaviour>,
+        key: Keypair,
+        secret: ClusterSecret,
+        node: Arc<Node>,
+        net: Arc<NetState>,
+        config: NetworkConfig,
+        segment: String,
+    ) -> Self {
+        let peer = key.public().to_peer_id().to_string();
+        Network {
+            announcer: LocalAnnouncer::new(peer, config.node_name.clone(), segment),
+            swarm,
+            key,
+            secret,
+            node,
+            net,
+            config,
+            topic: IdentTopic::new(OWNERSHIP_TOPIC),
+            signed: HashMap::new(),
+            addrs: HashMap::new(),
+            awaiting_hello: HashMap::new(),
+            last_redial: Instant::now() - REDIAL_EVERY,
+        }
+    }
+
+    pub fn local_peer(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    /// Runs until the task is aborted. Safe to cancel: all state is rebuilt at start.
+    pub async fn run(mut self, local_changed: Arc<Notify>) -> anyhow::Result<()> {
+        for addr in self.config.listen.clone() {
+            self.swarm
+                .listen_on(addr.clone())
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        }
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&self.topic)?;
+        self.announce();
+        let mut announce_tick = tokio::time::interval(self.config.announce_every);
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_event(event),
+                _ = local_changed.notified() => {
+                    // Coalesce a burst of ADDs into one announcement.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    self.announce();
+                }
+                _ = announce_tick.tick() => {
+                    self.announce();
+                    self.sync_with_random_member();
+                }
+                _ = housekeeping.tick() => self.housekeeping(),
+            }
+        }
+    }
+
+    fn own_addrs(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .swarm
+            .external_addresses()
+            .chain(self.swarm.listeners())
+            .filter(|a| {
+                !a.iter().any(|p| match p {
+                    Protocol::Ip4(ip) => ip.is_loopback() || ip.is_unspecified(),
+                    Protocol::Ip6(ip) => ip.is_loopback() || ip.is_unspecified(),
+                    _ => false,
+                })
+            })
+            .map(|a| a.to_string())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Publishes this node's full pod set with a fresh sequence number.
+    fn announce(&mut self) {
+        let claims: Vec<PodClaim> = self
+            .node
+            .registry()
+            .list()
+            .into_iter()
+            .flat_map(|a| {
+                let since_ms = a.created_unix.saturating_mul(1000);
+                a.ips.into_iter().map(move |ip| PodClaim { ip, since_ms })
+            })
+            .collect();
+        let local: std::collections::HashSet<_> = claims.iter().map(|c| c.ip).collect();
+        if self.net.set_local_pods(local) {
+            self.net.routes_changed.notify_one();
+        }
+        let announcement = self.announcer.announce(claims, now_ms());
+        let outcome = self.net.table_mut().set_local(announcement.clone());
+        if let ApplyOutcome::Rejected(reason) = outcome {
+            tracing::error!("own announcement rejected: {reason}");
+            return;
+        }
+        let signed = announce::seal(
+            &self.key,
+            &self.secret,
+            announcement.clone(),
+            self.own_addrs(),
+        );
+        let bytes = announce::encode(&signed);
+        self.signed.insert(announcement.peer_id.clone(), signed);
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topic.clone(), bytes)
+        {
+            Ok(_)
+            | Err(gossipsub::PublishError::NoPeersSubscribedToTopic)
+            | Err(gossipsub::PublishError::Duplicate) => {}
+            Err(e) => tracing::debug!("publish announcement: {e}"),
+        }
+    }
+
+    fn sync_with_random_member(&mut self) {
+        let members: Vec<PeerId> = self
+            .swarm
+            .connected_peers()
+            .filter(|p| self.net.is_member(p))
+            .copied()
+            .collect();
+        if members.is_empty() {
+            return;
+        }
+        let pick = members[rand::random_range(0..members.len())];
+        self.request_sync(pick);
+    }
+
+    fn request_sync(&mut self, peer: PeerId) {
+        let digest = self.net.table().digest();
+        self.swarm
+            .behaviour_mut()
+            .control
+            .send_request(&peer, ControlRequest::Sync { digest });
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let expired = self.net.table_mut().expire(now);
+        for (peer, ips) in &expired {
+            tracing::info!(%peer, pods = ips.len(), "peer unseen past the grace period; forgetting its pods");
+            self.signed.remove(peer);
+        }
+        if !expired.is_empty() {
+            self.net.routes_changed.notify_one();
+        }
+        let late: Vec<PeerId> = self
+            .awaiting_hello
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) > AUTH_DEADLINE)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in late {
+            tracing::warn!(%peer, "peer did not prove cluster membership in time; disconnecting");
+            self.node.metrics.auth_failures.inc();
+            self.awaiting_hello.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        if now.duration_since(self.last_redial) >= REDIAL_EVERY {
+            self.last_redial = now;
+            self.redial();
+        }
+    }
+
+    /// Keeps a connection to every bootstrap peer and every member that owns pods.
+    fn redial(&mut self) {
+        for addr in self.config.bootstrap.clone() {
+            let peer = addr.iter().find_map(|p| match p {
+                Protocol::P2p(id) => Some(id),
+                _ => None,
+            });
+            if peer.is_some_and(|p| self.swarm.is_connected(&p)) {
+                continue;
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, "dial bootstrap: {e}");
+            }
+        }
+        let local = self.local_peer();
+        let wanted: Vec<PeerId> = self
+            .net
+            .table()
+            .peers()
+            .filter(|p| p.pods > 0)
+            .filter_map(|p| p.peer_id.parse().ok())
+            .filter(|p| *p != local)
+            .collect();
+        for peer in wanted {
+            if self.swarm.is_connected(&peer) {
+                continue;
+            }
+            if let Some(addrs) = self.addrs.get(&peer) {
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(addrs.clone())
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(%peer, "dial member: {e}");
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let path = path_of(&endpoint);
+                self.net.update_link(peer_id, |l| {
+                    if l.path != Some(Path::Direct) {
+                        l.path = Some(path);
+                    }
+                    l.remote_addr = Some(endpoint.get_remote_address().to_string());
+                });
+                if num_established.get() == 1 {
+                    self.awaiting_hello.insert(peer_id, Instant::now());
+                    let hello = ControlRequest::Hello {
+                        token: self.secret.token_for(&self.local_peer()),
+                        node_name: self.config.node_name.clone(),
+                    };
+                    self.swarm
+                        .behaviour_mut()
+                        .control
+                        .send_request(&peer_id, hello);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.awaiting_hello.remove(&peer_id);
+                if self.net.set_member(peer_id, false) {
+                    tracing::info!(peer = %peer_id, "member disconnected");
+                }
+                self.net.drop_link(&peer_id);
+                for path in [Path::Direct, Path::Relayed] {
+                    self.node.metrics.peer_path.remove(&PathLabels {
+                        peer: peer_id.to_string(),
+                        path: path.as_str(),
+                    });
+                }
+                self.node.metrics.peers.set(self.net.member_count() as i64);
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, "outgoing connection failed: {error}");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Control(ev)) => self.on_control(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                let verdict = if self.net.is_member(&propagation_source) {
+                    match announce::decode(&message.data) {
+                        Ok(signed) => self.accept_signed(signed),
+                        Err(e) => {
+                            tracing::debug!("undecodable announcement: {e}");
+                            MessageAcceptance::Reject
+                        }
+                    }
+                } else {
+                    MessageAcceptance::Reject
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, verdict);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) => {
+                self.net.update_link(peer, |l| l.rtt = Some(rtt));
+                self.node
+                    .metrics
+                    .peer_rtt
+                    .get_or_create(&PeerLabels {
+                        peer: peer.to_string(),
+                    })
+                    .set(rtt.as_secs_f64());
+                if self.net.is_member(&peer) {
+                    self.net
+                        .table_mut()
+                        .peer_seen(&peer.to_string(), Instant::now());
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                for addr in info.listen_addrs {
+                    self.swarm.add_peer_address(peer_id, addr);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_control(&mut self, ev: request_response::Event<ControlRequest, ControlResponse>) {
+        match ev {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => self.on_request(peer, request, channel),
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Response { response, .. },
+                ..
+            } => match response {
+                ControlResponse::Welcome => {}
+                ControlResponse::Denied(reason) => {
+                    tracing::warn!(%peer, "peer refused us: {reason}; is the cluster secret the same on both nodes?")
+                }
+                ControlResponse::Announcements(list) => {
+                    if self.net.is_member(&peer) {
+                        for signed in list {
+                            self.accept_signed(signed);
+                        }
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "control request failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        request: ControlRequest,
+        channel: ResponseChannel<ControlResponse>,
+    ) {
+        let response = match request {
+            ControlRequest::Hello { token, node_name } => {
+                if self.secret.verify(&peer, &token) {
+                    self.awaiting_hello.remove(&peer);
+                    if self.net.set_member(peer, true) {
+                        tracing::info!(%peer, node = %node_name, "peer proved cluster membership");
+                        self.node.metrics.peers.set(self.net.member_count() as i64);
+                        let link = self.net.link(&peer);
+                        if let Some(path) = link.path {
+                            self.node
+                                .metrics
+                                .peer_path
+                                .get_or_create(&PathLabels {
+                                    peer: peer.to_string(),
+                                    path: path.as_str(),
+                                })
+                                .set(1);
+                        }
+                        self.request_sync(peer);
+                    }
+                    ControlResponse::Welcome
+                } else {
+                    tracing::warn!(%peer, node = %node_name, "peer presented an invalid cluster membership token; disconnecting");
+                    self.node.metrics.auth_failures.inc();
+                    self.awaiting_hello.remove(&peer);
+                    let _ = self.swarm.behaviour_mut().control.send_response(
+                        channel,
+                        ControlResponse::Denied("invalid cluster membership token".into()),
+                    );
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                    return;
+                }
+            }
+            ControlRequest::Sync { digest } if self.net.is_member(&peer) => {
+                let newer = self.net.table().newer_than(&digest);
+                ControlResponse::Announcements(
+                    newer
+                        .iter()
+                        .filter_map(|a| self.signed.get(&a.peer_id).cloned())
+                        .collect(),
+                )
+            }
+            ControlRequest::Sync { .. } => {
+                ControlResponse::Denied("prove cluster membership first".into())
+            }
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .control
+            .send_response(channel, response);
+    }
+
+    /// Checks and merges one announcement, from gossip or from a sync.
+    fn accept_signed(&mut self, signed: SignedAnnouncement) -> MessageAcceptance {
+        let count = |net: &Node, reason: &'static str| {
+            net.metrics
+                .announcements
+                .get_or_create(&ReasonLabels { reason })
+                .inc()
+        };
+        let Opened {
+            announcement,
+            author,
+            addrs,
+        } = match announce::open(&self.secret, &signed) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!("refused announcement: {e}");
+                count(&self.node, "refused");
+                return MessageAcceptance::Reject;
+            }
+        };
+        let peer_key = announcement.peer_id.clone();
+        let outcome = self.net.table_mut().apply(announcement, Instant::now());
+        match outcome {
+            ApplyOutcome::Accepted { added, removed } => {
+                count(&self.node, "accepted");
+                tracing::debug!(peer = %author, added = added.len(), removed = removed.len(), "ownership changed");
+                let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                for a in &addrs {
+                    self.swarm.add_peer_address(author, a.clone());
+                }
+                self.addrs.insert(author, addrs);
+                self.signed.insert(peer_key, signed);
+                self.net.routes_changed.notify_one();
+                MessageAcceptance::Accept
+            }
+            ApplyOutcome::Stale => MessageAcceptance::Ignore,
+            ApplyOutcome::Local { seq } => {
+                // Our own old announcement: make sure the next one outbids it.
+                self.announcer.observe_own_seq(seq);
+                MessageAcceptance::Ignore
+            }
+            ApplyOutcome::Rejected(reason) => {
+                tracing::warn!(peer = %author, "rejected announcement: {reason}");
+                count(&self.node, "rejected");
+                MessageAcceptance::Reject
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Keeps edgeway's routing table equal to "every remote pod across a LAN boundary", and
+//! puts back whatever someone else removes.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+
+use crate::metrics::Metrics;
+use crate::netstate::NetState;
+use crate::routes::{host_route, watch_deletions, RouteTable};
+use crate::segments::SegmentPolicy;
+
+/// A full comparison with the kernel runs at least this often, even without a trigger.
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// The routes the table should hold now.
+pub fn desired_routes(net: &NetState, policy: &SegmentPolicy) -> BTreeSet<IpNetwork> {
+    let local_pods = net.local_pods();
+    let table = net.table();
+    let me = table.local_peer().to_string();
+    let mut out = BTreeSet::new();
+    for peer in table.peers().filter(|p| p.peer_id != me) {
+        let Some(a) = table.announcement(&peer.peer_id) else {
+            continue;
+        };
+        for claim in &a.pods {
+            // Only the winning claim routes; a losing one belongs to a pod that is gone.
+            if table.owns(&peer.peer_id, claim.ip)
+                && policy.crosses_segment(claim.ip, &peer.segment, &local_pods)
+            {
+                out.insert(host_route(claim.ip));
+            }
+        }
+    }
+    out
+}
+
+pub async fn run(
+    routes: RouteTable,
+    table_id: u32,
+    net: Arc<NetState>,
+    policy: SegmentPolicy,
+    metrics: Arc<Metrics>,
+) {
+    let deleted = Arc::new(tokio::sync::Notify::new());
+    if let Err(e) = watch_deletions(table_id, deleted.clone()) {
+        tracing::warn!("cannot watch route deletions, relying on periodic checks: {e}");
+    }
+    let mut tick = tokio::time::interval(RECHECK_EVERY);
+    loop {
+        tokio::select! {
+            _ = net.routes_changed.notified() => {}
+            _ = deleted.notified() => tracing::info!("a route of ours was removed from table {table_id}; restoring"),
+            _ = tick.tick() => {}
+        }
+        let desired = desired_routes(&net, &policy);
+        match routes.reconcile(&desired).await {
+            Ok((added, removed)) => {
+                if added + removed > 0 {
+                    tracing::info!(added, removed, total = desired.len(), "route table updated");
+                }
+                metrics.routes.set(desired.len() as i64);
+            }
+            Err(e) => tracing::warn!("route table reconcile failed: {e}"),
+        }
+    }
+}
