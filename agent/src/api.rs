@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use edgeway_common::api::{
-    validate_container_id, validate_ifname, ApiError, Attachment, AttachmentKey,
+    validate_container_id, validate_ifname, ApiError, Attachment, AttachmentKey, UnregisterResponse,
 };
 use tokio::net::UnixListener;
 
@@ -110,13 +110,14 @@ async fn unregister(
         container_id,
         ifname,
     };
-    let change = node.registry().remove(&key);
+    let removed = node.registry().take(&key);
     node.registry_changed();
-    if change == Change::Removed {
+    if removed.is_some() {
         tracing::info!(container = %key.container_id, ifname = %key.ifname, "attachment unregistered");
     }
     count(&node, EP, StatusCode::OK);
-    Json(serde_json::json!({"removed": change == Change::Removed})).into_response()
+    // The plugin removes the returned addresses' rules when its own record is gone.
+    Json(UnregisterResponse { removed }).into_response()
 }
 
 async fn list(State(node): State<Arc<Node>>) -> Response {

@@ -17,6 +17,7 @@ mod routes;
 mod run;
 mod segments;
 mod status;
+mod status_cmd;
 mod tunnel;
 
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ struct Cli {
 enum Command {
     /// Run the agent (the default).
     Run(run::RunArgs),
+    /// Show this node's identity, local pods and peers (path, RTT, traffic).
+    Status(status_cmd::StatusArgs),
     /// Check a config file and print it with defaults filled in.
     CheckConfig,
 }
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Run(run::RunArgs::default())) {
         Command::Run(args) => run::run(config, args),
+        Command::Status(args) => status_cmd::run(config.api.socket.clone(), args),
         Command::CheckConfig => {
             println!("{config:#?}");
             Ok(())

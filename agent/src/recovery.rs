@@ -19,6 +19,12 @@ pub struct Report {
     pub corrupt: Vec<CorruptFile>,
 }
 
+impl Report {
+    pub fn any_repair(&self) -> bool {
+        self.replayed_dels + self.dropped_records + self.removed_rules + self.readded_rules > 0
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
     #[error(transparent)]
@@ -79,12 +85,13 @@ pub async fn replay_pending_dels(
     Ok(())
 }
 
-/// Makes records and kernel rules agree: a record whose rules are all gone is dropped (the
-/// node rebooted or someone flushed them), a record missing some rules gets them back, and an
-/// edgeway rule that no record claims is removed.
+/// Makes records and kernel rules agree: an edgeway rule that no record claims is removed,
+/// and a record missing rules gets them back, except that with `drop_ruleless` a record
+/// whose rules are all gone is dropped instead (after a reboot).
 pub async fn reconcile_rules(
     store: &Store,
     handle: &Handle,
+    drop_ruleless: bool,
     report: &mut Report,
 ) -> Result<Vec<Attachment>, RecoveryError> {
     let (records, corrupt) = store.list_records()?;
@@ -94,7 +101,7 @@ pub async fn reconcile_rules(
     let mut kept = Vec::with_capacity(records.len());
     for a in records {
         let present = rules_of(&a).filter(|r| installed.contains(r)).count();
-        if present == 0 {
+        if present == 0 && drop_ruleless {
             store.remove_record(&a.key())?;
             report.dropped_records += 1;
             continue;

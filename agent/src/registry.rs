@@ -15,8 +15,6 @@ pub enum Change {
     Added,
     Updated,
     Unchanged,
-    Removed,
-    Absent,
 }
 
 impl Registry {
@@ -28,27 +26,17 @@ impl Registry {
         }
     }
 
-    pub fn remove(&mut self, key: &AttachmentKey) -> Change {
-        match self.attachments.remove(key) {
-            Some(_) => Change::Removed,
-            None => Change::Absent,
-        }
+    /// Removes and returns the attachment.
+    pub fn take(&mut self, key: &AttachmentKey) -> Option<Attachment> {
+        self.attachments.remove(key)
     }
 
-    /// Makes the registry equal to `records` (what `stateDir` holds), returning (added, removed).
-    pub fn replace_all(&mut self, records: Vec<Attachment>) -> (usize, usize) {
+    /// Makes the registry equal to `records` (what `stateDir` holds); true if that changed it.
+    pub fn replace_all(&mut self, records: Vec<Attachment>) -> bool {
         let fresh: BTreeMap<_, _> = records.into_iter().map(|a| (a.key(), a)).collect();
-        let removed = self
-            .attachments
-            .keys()
-            .filter(|k| !fresh.contains_key(*k))
-            .count();
-        let added = fresh
-            .keys()
-            .filter(|k| !self.attachments.contains_key(*k))
-            .count();
+        let changed = fresh != self.attachments;
         self.attachments = fresh;
-        (added, removed)
+        changed
     }
 
     pub fn list(&self) -> Vec<Attachment> {
@@ -86,8 +74,8 @@ mod tests {
         assert_eq!(r.upsert(att("a", "1")), Change::Added);
         assert_eq!(r.upsert(att("a", "1")), Change::Unchanged);
         assert_eq!(r.upsert(att("a", "2")), Change::Updated);
-        assert_eq!(r.remove(&att("a", "2").key()), Change::Removed);
-        assert_eq!(r.remove(&att("a", "2").key()), Change::Absent);
+        assert_eq!(r.take(&att("a", "2").key()), Some(att("a", "2")));
+        assert_eq!(r.take(&att("a", "2").key()), None);
     }
 
     #[test]
@@ -95,7 +83,8 @@ mod tests {
         let mut r = Registry::default();
         r.upsert(att("a", "1"));
         r.upsert(att("b", "1"));
-        assert_eq!(r.replace_all(vec![att("b", "1"), att("c", "1")]), (1, 1));
+        assert!(r.replace_all(vec![att("b", "1"), att("c", "1")]));
+        assert!(!r.replace_all(vec![att("b", "1"), att("c", "1")]));
         let keys: Vec<_> = r.list().iter().map(|a| a.container_id.clone()).collect();
         assert_eq!(keys, ["b", "c"]);
     }

@@ -103,7 +103,7 @@ async fn maintain(node: Arc<Node>, every: Duration) {
         }
     };
     loop {
-        match recover(&node, &handle).await {
+        match reconcile(&node, &handle, true).await {
             Ok(()) => break,
             Err(e) => {
                 tracing::error!("recovery failed, retrying: {e:#}");
@@ -117,7 +117,7 @@ async fn maintain(node: Arc<Node>, every: Duration) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let problems = match resync(&node, &handle).await {
+        let problems = match reconcile(&node, &handle, false).await {
             Ok(()) => state_dir_problems(&node.store),
             Err(e) => vec![format!("resync failed: {e:#}")],
         };
@@ -140,12 +140,18 @@ async fn with_exclusive_lock<T>(
     out
 }
 
-async fn recover(node: &Node, handle: &rtnetlink::Handle) -> anyhow::Result<()> {
+/// Makes registry, records, queued DELs and kernel rules agree, under the store's
+/// exclusive lock so no plugin call is half-done meanwhile. At start (`startup`), records
+/// whose rules are all gone are dropped: the node rebooted. Later, a missing rule is put back
+/// instead, since someone else removed it.
+async fn reconcile(node: &Node, handle: &rtnetlink::Handle, startup: bool) -> anyhow::Result<()> {
     let store = &node.store;
     let mut report = recovery::Report::default();
-    let kept = with_exclusive_lock(store, async || {
+    let changed = with_exclusive_lock(store, async || {
         recovery::replay_pending_dels(store, handle, &mut report).await?;
-        Ok(recovery::reconcile_rules(store, handle, &mut report).await?)
+        let kept = recovery::reconcile_rules(store, handle, startup, &mut report).await?;
+        // Replaced while the lock is held: a registration racing with the listing would be lost.
+        Ok(node.registry().replace_all(kept))
     })
     .await?;
     for c in &report.corrupt {
@@ -157,40 +163,25 @@ async fn recover(node: &Node, handle: &rtnetlink::Handle) -> anyhow::Result<()> 
     m.count_recovery("removed_rule", report.removed_rules);
     m.count_recovery("readded_rule", report.readded_rules);
     m.corrupt_files.set(report.corrupt.len() as i64);
-    let n = kept.len();
-    node.registry().replace_all(kept);
-    node.registry_changed();
-    tracing::info!(
-        attachments = n,
-        replayed_dels = report.replayed_dels,
-        dropped_records = report.dropped_records,
-        removed_rules = report.removed_rules,
-        readded_rules = report.readded_rules,
-        corrupt_files = report.corrupt.len(),
-        "recovered node state"
-    );
-    Ok(())
-}
-
-async fn resync(node: &Node, handle: &rtnetlink::Handle) -> anyhow::Result<()> {
-    let store = &node.store;
-    let (pending, _) = store.list_pending_dels()?;
-    if !pending.is_empty() {
-        let mut report = recovery::Report::default();
-        with_exclusive_lock(store, async || {
-            Ok(recovery::replay_pending_dels(store, handle, &mut report).await?)
-        })
-        .await?;
-        node.metrics
-            .count_recovery("replayed_del", report.replayed_dels);
+    if changed || startup {
+        node.registry_changed();
     }
-    let (records, corrupt) = store.list_records()?;
-    node.metrics.corrupt_files.set(corrupt.len() as i64);
-    let (added, removed) = node.registry().replace_all(records);
-    if added + removed > 0 {
-        tracing::info!(added, removed, "registry resynced from stateDir");
+    if startup || report.any_repair() {
+        tracing::info!(
+            attachments = node.registry().len(),
+            replayed_dels = report.replayed_dels,
+            dropped_records = report.dropped_records,
+            removed_rules = report.removed_rules,
+            readded_rules = report.readded_rules,
+            corrupt_files = report.corrupt.len(),
+            "{}",
+            if startup {
+                "recovered node state"
+            } else {
+                "repaired node state"
+            }
+        );
     }
-    node.registry_changed();
     Ok(())
 }
 

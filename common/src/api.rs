@@ -88,6 +88,13 @@ impl AttachmentKey {
     }
 }
 
+/// What DELETE `/v1/attachments/{containerID}/{ifname}` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnregisterResponse {
+    /// The attachment the agent forgot, if it knew it.
+    pub removed: Option<Attachment>,
+}
+
 /// What `/readyz` and `/healthz` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Readiness {

@@ -4,12 +4,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use edgeway_common::api::{
-    ApiError, Attachment, AttachmentKey, Readiness, ATTACHMENTS_PATH, READYZ_PATH,
+    ApiError, Attachment, AttachmentKey, Readiness, UnregisterResponse, ATTACHMENTS_PATH,
+    READYZ_PATH,
 };
 use reqwest::{Client, Method, StatusCode};
 
 /// Why a call to the agent did not succeed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AgentError {
     /// No answer: the socket is missing, refused, or timed out. `onAgentDown` applies.
     #[error("edgeway agent at {socket} is unreachable: {reason}")]
@@ -84,10 +85,15 @@ impl AgentClient {
             .map(drop)
     }
 
-    pub async fn unregister(&self, key: &AttachmentKey) -> Result<(), AgentError> {
+    /// Returns the attachment the agent had, if any.
+    pub async fn unregister(&self, key: &AttachmentKey) -> Result<Option<Attachment>, AgentError> {
         // Both parts are validated to hold no '/', so they are safe as path segments.
         let path = format!("{ATTACHMENTS_PATH}/{}/{}", key.container_id, key.ifname);
-        self.send(Method::DELETE, &path, None).await.map(drop)
+        let body = self.send(Method::DELETE, &path, None).await?;
+        // An older agent may answer without the attachment: treat that as unknown.
+        Ok(serde_json::from_slice::<UnregisterResponse>(&body)
+            .ok()
+            .and_then(|r| r.removed))
     }
 
     /// The agent's readiness. A not-ready agent answers 503 with its problems.

@@ -41,6 +41,23 @@ pub async fn run(conf: &NetConf, c: &ContainerEnv) {
             None
         }
     };
+    let client = AgentClient::new(&conf.agent_socket, conf.agent_timeout);
+    let mut told = None;
+    let record = match record {
+        Some(r) => Some(r),
+        // No record and no prevResult (flannel and Calico chains below 0.4.0): the agent
+        // may still know the addresses.
+        None if prev_ips.is_empty() => {
+            let known = match &client {
+                Ok(c) => c.unregister(&key).await,
+                Err(e) => Err(e.clone()),
+            };
+            let found = known.as_ref().ok().cloned().flatten();
+            told = Some(known.map(drop));
+            found
+        }
+        None => None,
+    };
     let (table, priority, generation) = match &record {
         Some(r) => (r.table, r.priority, Some(r.generation.clone())),
         None => (conf.table, conf.rule_priority, None),
@@ -63,9 +80,10 @@ pub async fn run(conf: &NetConf, c: &ContainerEnv) {
         warn(format!("DEL {}: {e}", c.container_id));
         ok = false;
     }
-    let told = match AgentClient::new(&conf.agent_socket, conf.agent_timeout) {
-        Ok(client) => client.unregister(&key).await,
-        Err(e) => Err(e),
+    let told = match (told, &client) {
+        (Some(t), _) => t,
+        (None, Ok(c)) => c.unregister(&key).await.map(drop),
+        (None, Err(e)) => Err(e.clone()),
     };
     if let Err(e) = &told {
         warn(format!("DEL {}: {e}; queued for the agent", c.container_id));

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# edgeway demo: a simulated multi-LAN cluster in network namespaces on this machine.
+#
+#   cloud LAN 198.51.100.0/24      edge-1 LAN 203.0.113.0/25     edge-2 LAN 203.0.113.128/25
+#   c1 (10.244.1.0/24) ─┐                                         
+#   c2 (10.244.2.0/24) ─┴─ sw ── R ── e1 (10.244.5.0/24)   R ── e2 (10.244.6.0/24)
+#
+# R routes the node underlays but no pod CIDR. Inside the cloud LAN pods route natively
+# (flannel host-gw style); everything across a LAN boundary goes through edgeway.
+#
+# Usage: ./examples/demo.sh [--keep]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KEEP=0
+[ "${1:-}" = "--keep" ] && KEEP=1
+
+if [ "$(id -u)" -ne 0 ]; then echo "run the demo as root: it creates network namespaces" >&2; exit 1; fi
+need=()
+for p in ip:iproute2 ping:iputils-ping iperf3:iperf3 curl:curl; do
+  command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
+done
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then echo "cargo is needed to build edgeway (https://rustup.rs)" >&2; exit 1; fi
+echo "building release binaries..."
+cargo build --release --locked -q -p edgeway-plugin -p edgeway-agent
+
+export EW_BIN="$PWD/target/release" EW_PREFIX="ewdemo$$" EW_LOG=warn
+source tests/e2e/lib.sh
+if [ "$KEEP" = 1 ]; then
+  # Leave everything up; print how to tear it down instead.
+  trap - EXIT
+fi
+
+log "building 3 segments: cloud (c1, c2), edge-1 (e1), edge-2 (e2)"
+for n in sw r c1 c2 e1 e2; do make_ns "$n"; done
+in_ns sw ip link add br0 type bridge
+in_ns sw ip link set br0 up
+for pair in "c1 198.51.100.11" "c2 198.51.100.12" "r 198.51.100.1"; do
+  set -- $pair
+  link_ns "$1" eth0 "$2/24" sw "p-$1" "0.0.0.0/32"
+  in_ns sw ip addr flush dev "p-$1"
+  in_ns sw ip link set "p-$1" master br0
+done
+link_ns r edge1 203.0.113.1/25 e1 eth0 203.0.113.11/25
+link_ns r edge2 203.0.113.129/25 e2 eth0 203.0.113.139/25
+in_ns r sysctl -qw net.ipv4.ip_forward=1
+for n in c1 c2; do in_ns "$n" ip route add default via 198.51.100.1; done
+in_ns e1 ip route add default via 203.0.113.1
+in_ns e2 ip route add default via 203.0.113.129
+in_ns c1 ip route add 10.244.2.0/24 via 198.51.100.12
+in_ns c2 ip route add 10.244.1.0/24 via 198.51.100.11
+
+write_secret cluster-secret
+declare -A SUBNET=([c1]=10.244.1.0/24 [c2]=10.244.2.0/24 [e1]=10.244.5.0/24 [e2]=10.244.6.0/24)
+declare -A SEGMENT=([c1]=cloud [c2]=cloud [e1]=edge-1 [e2]=edge-2)
+declare -A UNDERLAY=([c1]=198.51.100.11 [c2]=198.51.100.12 [e1]=203.0.113.11 [e2]=203.0.113.139)
+for n in c1 c2 e1 e2; do write_conflist "$n" "${SUBNET[$n]}"; done
+agent_start c1 cloud cluster-secret 198.51.100.11
+BOOT="/ip4/198.51.100.11/tcp/7333/p2p/$(peer_id c1)"
+for n in c2 e1 e2; do agent_start "$n" "${SEGMENT[$n]}" cluster-secret "${UNDERLAY[$n]}" "$BOOT"; done
+
+log "creating one pod per node through bridge + host-local + edgeway"
+declare -A POD
+for n in c1 c2 e1 e2; do POD[$n]=$(pod_add "$n" "pod-$n"); done
+routes_ready() { [ "$(in_ns e1 ip route show table 7332 | wc -l)" -ge 3 ] && [ "$(in_ns c1 ip route show table 7332 | wc -l)" -ge 2 ]; }
+wait_for "routes to converge" 15 routes_ready
+
+path_of() { # path_of FROM TO: native (same segment) or the agent's path to the owner
+  local from=$1 to=$2
+  if [ "${SEGMENT[$from]}" = "${SEGMENT[$to]}" ]; then echo native; return; fi
+  api "$from" /v1/status | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+for p in s["peers"]:
+    if p["nodeName"] == sys.argv[1]:
+        print(p["path"] or "down"); break
+else:
+    print("unknown")' "$to"
+}
+
+echo
+echo "Pod-to-pod connectivity (ping by pod IP; path; average RTT):"
+printf '%-14s' "from \\ to"
+for t in c1 c2 e1 e2; do printf '%-26s' "pod-$t ${POD[$t]}"; done
+echo
+for f in c1 c2 e1 e2; do
+  printf '%-14s' "pod-$f"
+  for t in c1 c2 e1 e2; do
+    if [ "$f" = "$t" ]; then printf '%-26s' "-"; continue; fi
+    rtt=$(in_ns "$f-pod-$f" ping -c 3 -i 0.2 -W 2 "${POD[$t]}" 2>/dev/null | awk -F/ '/rtt/ {print $5}')
+    if [ -n "$rtt" ]; then printf '%-26s' "ok $(path_of "$f" "$t") ${rtt}ms"; else printf '%-26s' "FAIL"; fi
+  done
+  echo
+done
+
+echo
+echo "Transfer speed, pod-c1 -> pod-e1 across LANs (iperf3, 3 s):"
+in_ns e1-pod-e1 iperf3 -s -1 -D >/dev/null 2>&1
+sleep 0.5
+in_ns c1-pod-c1 iperf3 -c "${POD[e1]}" -t 3 -f m 2>/dev/null | awk '/receiver/ {print "  " $7, $8}'
+
+echo
+echo "Status of e1 (edgeway-agent status):"
+"$EW_BIN/edgeway-agent" status --socket "$EW_TMP/e1/agent.sock"
+
+if [ "$KEEP" = 1 ]; then
+  echo
+  echo "The cluster is still up (namespaces $EW_PREFIX-*). Explore, e.g.:"
+  echo "  ip netns exec $EW_PREFIX-c1 ip route show table 7332"
+  echo "  $EW_BIN/edgeway-agent status --socket $EW_TMP/e1/agent.sock"
+  echo "Tear it down with:"
+  echo "  kill ${EW_PIDS[*]}; for n in \$(ip netns list | awk '/^$EW_PREFIX-/ {print \$1}'); do ip netns del \$n; done; rm -rf $EW_TMP"
+fi
