@@ -130,8 +130,8 @@ in_ns x1-px1 ping -c 2 -i 0.2 -W 1 "$PA1" >/dev/null 2>&1 && fail "the outsider'
 kill "$(agent_pid x1)"
 
 log "deleting pb1 removes its route from a1 within 2 s"
-T0=$(date +%s%N)
 pod_del b1 pb1
+T0=$(date +%s%N) # the DEL has returned on b1
 no_route() { ! has_route "$1" "$2"; }
 wait_for "a1 to drop $PB1" 5 no_route a1 "$PB1"
 GONE_MS=$((($(date +%s%N) - T0) / 1000000))
