@@ -29,9 +29,9 @@ in_ns a1 ip route add 10.244.2.0/24 via 198.51.100.12
 in_ns a2 ip route add 10.244.1.0/24 via 198.51.100.11
 
 write_secret secret
-write_conflist a1 10.244.1.0/24
+write_conflist a1 10.244.1.0/24 fd00:10:244:1::/64
 write_conflist a2 10.244.2.0/24
-write_conflist b1 10.244.3.0/24
+write_conflist b1 10.244.3.0/24 fd00:10:244:3::/64
 agent_start a1 lan-a secret 198.51.100.11
 A1_ID=$(peer_id a1)
 BOOT="/ip4/198.51.100.11/tcp/7333/p2p/$A1_ID"
@@ -45,15 +45,15 @@ PA1=$(pod_add a1 pa1)
 PA2=$(pod_add a2 pa2)
 PB1=$(pod_add b1 pb1)
 T0=$(date +%s%N) # the ADD has returned on b1
-has_route() { in_ns "$1" ip route show table 7332 | grep -q "^$2 "; }
+has_route() { { in_ns "$1" ip route show table 7332; in_ns "$1" ip -6 route show table 7332; } | grep "^$2 "; } >/dev/null
 wait_for "a1 to route to $PB1" 5 has_route a1 "$PB1"
 LEARN_MS=$((($(date +%s%N) - T0) / 1000000))
 log "a1 learned b1's pod in ${LEARN_MS} ms"
 [ "$LEARN_MS" -le 2000 ] || fail "a1 learned the new pod after ${LEARN_MS} ms, over 2 s"
 wait_for "b1 to route to $PA1" 5 has_route b1 "$PA1"
 # Same segment and local pods are never in the table.
-in_ns a1 ip route show table 7332 | grep -q "$PA2" && fail "a1 routes same-segment pod $PA2 through edgeway"
-in_ns a1 ip rule | grep -q "from $PA1 lookup 7332" || fail "rule for $PA1 missing"
+in_ns a1 ip route show table 7332 | grep "$PA2" >/dev/null && fail "a1 routes same-segment pod $PA2 through edgeway"
+in_ns a1 ip rule | grep "from $PA1 lookup 7332" >/dev/null || fail "rule for $PA1 missing"
 
 log "ping across LANs, both ways"
 in_ns a1-pa1 ping -c 3 -i 0.2 -W 2 "$PB1" >/dev/null || fail "pa1 cannot ping pb1"
@@ -86,6 +86,16 @@ s.sendall(open(sys.argv[3], "rb").read()); s.close()' "$ip" "$port" "$EW_TMP/pay
   [ "$got" = "$want" ] || fail "checksum mismatch $from -> $to: $(cat "$EW_TMP/recv.out")"
   log "20 MB $from -> $to: checksum ok"
 }
+log "IPv6 pod addresses cross too"
+PA1_6=$(pod_ip6 a1 pa1)
+PB1_6=$(pod_ip6 b1 pb1)
+[ -n "$PA1_6" ] && [ -n "$PB1_6" ] || fail "pods have no IPv6 address"
+wait_for "a1 to route to $PB1_6" 5 has_route a1 "$PB1_6"
+in_ns a1 ip -6 rule | grep "from $PA1_6 lookup 7332" >/dev/null || fail "IPv6 rule for $PA1_6 missing"
+ping6s() { in_ns a1-pa1 ping -6 -c 1 -W 1 "$PB1_6"; }
+wait_for "pa1 to ping pb1 over IPv6" 10 ping6s
+in_ns b1-pb1 ping -6 -c 3 -i 0.2 -W 2 "$PA1_6" >/dev/null || fail "pb1 cannot ping pa1 over IPv6"
+
 transfer a1-pa1 b1-pb1 "$PB1"
 transfer b1-pb1 a1-pa1 "$PA1"
 
@@ -124,7 +134,7 @@ PX1=$(pod_add x1 px1)
 refused() { [ "$(metric a1 '^edgeway_auth_failures_total$')" -gt "$fails_before" ]; }
 wait_for "a1 to refuse x1" 15 refused
 sleep 2
-api a1 /v1/status | grep -q "$PX1" && fail "a1 learned the outsider's pod $PX1"
+api a1 /v1/status | grep "$PX1" >/dev/null && fail "a1 learned the outsider's pod $PX1"
 has_route a1 "$PX1" && fail "a1 routes to the outsider's pod"
 in_ns x1-px1 ping -c 2 -i 0.2 -W 1 "$PA1" >/dev/null 2>&1 && fail "the outsider's pod reached pa1"
 kill "$(agent_pid x1)"
@@ -145,6 +155,6 @@ kill -9 "$(agent_pid b1)"
 agent_start b1 lan-b secret 203.0.113.21 "$BOOT"
 pings() { in_ns a1-pa1 ping -c 1 -W 1 "$PB2"; }
 wait_for "pa1 to reach pb2 after b1's restart" 20 pings
-api b1 /v1/attachments | grep -q pb2 || fail "b1 lost pb2's registration over kill -9"
+api b1 /v1/attachments | grep pb2 >/dev/null || fail "b1 lost pb2's registration over kill -9"
 
 log "PASS"

@@ -21,6 +21,10 @@ fail() { log "FAIL: $*"; EW_FAILED=1; exit 1; }
 
 cleanup() {
   local rc=$?
+  if [ -n "${EW_KEEP_ON_FAIL:-}" ] && [ "$rc" -ne 0 ]; then
+    log "keeping $EW_PREFIX-* and $EW_TMP for debugging (agents: ${EW_PIDS[*]})"
+    exit "$rc"
+  fi
   for pid in "${EW_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${EW_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   for ns in $(ip netns list | awk '{print $1}' | grep "^$EW_PREFIX-" || true); do
@@ -57,18 +61,22 @@ link_ns() {
   ip -n "$(ns "$b")" link set "$ifb" up
 }
 
-# write_conflist NODE SUBNET: bridge + host-local + edgeway, from the example conflist.
+# write_conflist NODE SUBNET [SUBNET6]: bridge + host-local + edgeway, from the example
+# conflist; with SUBNET6 the pods are dual-stack.
 write_conflist() {
-  local node=$1 subnet=$2
+  local node=$1 subnet=$2 subnet6=${3:-}
   mkdir -p "$EW_TMP/$node"
-  python3 - "$EW_ROOT/conflist/10-bridge-host-local.conflist" "$EW_TMP/$node" "$subnet" "br-$node" <<'PY'
+  python3 - "$EW_ROOT/conflist/10-bridge-host-local.conflist" "$EW_TMP/$node" "$subnet" "br-$node" "$subnet6" <<'PY'
 import json, sys
-src, d, subnet, br = sys.argv[1:]
+src, d, subnet, br, subnet6 = sys.argv[1:]
 c = json.load(open(src))
 c["plugins"] = [p for p in c["plugins"] if p["type"] in ("bridge", "edgeway")]
 b = c["plugins"][0]
 b["bridge"] = br[:15]
 b["ipam"]["ranges"] = [[{"subnet": subnet}]]
+if subnet6:
+    b["ipam"]["ranges"].append([{"subnet": subnet6}])
+    b["ipam"]["routes"].append({"dst": "::/0"})
 b["ipam"]["dataDir"] = d + "/ipam"
 e = c["plugins"][1]
 e["stateDir"] = d + "/state"
@@ -108,6 +116,11 @@ pod_add() {
     prev=$(_cni_plugin "$node" ADD "$pod" "/run/netns/$(ns "$node-$pod")" "$conf") || fail "ADD $pod plugin $i: $prev"
   done
   python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ips"][0]["address"].split("/")[0])' "$prev"
+}
+
+# pod_ip6 NODE POD: the pod's global IPv6 address.
+pod_ip6() {
+  ip -n "$(ns "$1-$2")" -6 -o addr show dev eth0 scope global | awk '{print $4}' | cut -d/ -f1 | head -n1
 }
 
 pod_del() {
