@@ -439,7 +439,7 @@ Both plugins get the same network config name, cniVersion {r['cni_version']} and
 "node" network namespace and times each plugin invocation from spawn to exit
 (`time.perf_counter_ns()` around `subprocess.run`, stdin and stdout/stderr piped as a
 runtime does), alternating which plugin goes first on each iteration. edgeway installs its
-`from <pod ip> lookup 7332 proto 237` rule in the node namespace, fsyncs its record under
+`from <pod ip> lookup 7332 proto 237` rule in the node namespace, writes its record under
 `stateDir`, and registers with the agent over its unix socket; sbr enters the pod namespace,
 adds its `from <pod ip> lookup 100` rule and moves the pod's routes into table 100. sbr's
 DEL does not move them back, so between sbr cycles the driver restores the pod's routes

@@ -36,15 +36,8 @@ if [ "$KEEP" = 1 ]; then
 fi
 
 log "building 3 segments: cloud (c1, c2), edge-1 (e1), edge-2 (e2)"
-for n in sw r c1 c2 e1 e2; do make_ns "$n"; done
-in_ns sw ip link add br0 type bridge
-in_ns sw ip link set br0 up
-for pair in "c1 198.51.100.11" "c2 198.51.100.12" "r 198.51.100.1"; do
-  set -- $pair
-  link_ns "$1" eth0 "$2/24" sw "p-$1" "0.0.0.0/32"
-  in_ns sw ip addr flush dev "p-$1"
-  in_ns sw ip link set "p-$1" master br0
-done
+for n in r c1 c2 e1 e2; do make_ns "$n"; done
+make_lan sw "c1 198.51.100.11/24" "c2 198.51.100.12/24" "r 198.51.100.1/24"
 link_ns r edge1 203.0.113.1/25 e1 eth0 203.0.113.11/25
 link_ns r edge2 203.0.113.129/25 e2 eth0 203.0.113.139/25
 in_ns r sysctl -qw net.ipv4.ip_forward=1

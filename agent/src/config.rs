@@ -219,6 +219,24 @@ impl Config {
                 format!("{} is not in 1..=3600", self.p2p.announce_interval_secs),
             );
         }
+        for (field, list) in [
+            ("p2p.listen", &self.p2p.listen),
+            ("p2p.bootstrap", &self.p2p.bootstrap),
+        ] {
+            for a in list {
+                let addr: libp2p::Multiaddr = a.parse().map_err(|e| ConfigError::Invalid {
+                    field,
+                    reason: format!("{a:?} is not a multiaddr: {e}"),
+                })?;
+                // Without the peer ID the dialer cannot tell it reached the right agent.
+                let has_peer = addr
+                    .iter()
+                    .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)));
+                if field == "p2p.bootstrap" && !has_peer {
+                    return invalid(field, format!("{a:?} lacks /p2p/<peer id>"));
+                }
+            }
+        }
         if let Some(name) = &self.node_name {
             if name.is_empty() || name.len() > 253 {
                 return Err(ConfigError::Invalid {
@@ -268,6 +286,11 @@ mod tests {
             ("[tunnel]\ntable = 254", "tunnel.table"),
             ("[p2p]\npeerGraceSecs = 1", "p2p.peerGraceSecs"),
             ("[p2p]\nclusterSecret = \"x\"", "clusterSecret"),
+            ("[p2p]\nlisten = [\"/ip4/1.2.3.4/tcpx/1\"]", "p2p.listen"),
+            (
+                "[p2p]\nbootstrap = [\"/ip4/198.51.100.1/tcp/7333\"]",
+                "p2p.bootstrap",
+            ),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(field), "{text:?}: {e}");

@@ -2,6 +2,7 @@
 //! restart, and serves the local API that the `edgeway` CNI plugin calls.
 
 mod api;
+mod cni_install;
 mod config;
 mod dataplane;
 mod metrics;
@@ -46,6 +47,10 @@ enum Command {
     Status(status_cmd::StatusArgs),
     /// Check a config file and print it with defaults filled in.
     CheckConfig,
+    /// Install the edgeway plugin binary and chain it into the primary CNI config.
+    InstallCni(cni_install::InstallArgs),
+    /// Remove edgeway's CNI config entry and plugin binary.
+    UninstallCni(cni_install::UninstallArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +75,8 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Run(run::RunArgs::default())) {
         Command::Run(args) => run::run(config, args),
         Command::Status(args) => status_cmd::run(config.api.socket.clone(), args),
+        Command::InstallCni(args) => cni_install::run_install(&config, args),
+        Command::UninstallCni(args) => cni_install::run_uninstall(args),
         Command::CheckConfig => {
             println!("{config:#?}");
             Ok(())

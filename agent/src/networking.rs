@@ -52,7 +52,7 @@ pub async fn start(
     let peer_id = key.public().to_peer_id();
 
     let tun = tunnel::open(&config.tunnel.device, config.tunnel.mtu)?;
-    let handle = edgeway_common::rules::connect()?;
+    let handle = crate::routes::connect().context("cannot open a netlink socket")?;
     let routes = RouteTable::new(handle, config.tunnel.table, tun.ifindex);
     let stale = routes.flush().await?;
     if stale > 0 {
@@ -119,9 +119,11 @@ pub async fn start(
     )));
     let queue_len = config.tunnel.queue_len;
     let (tx_net, tx_metrics) = (net.clone(), metrics.clone());
+    let transports = dataplane::transport::TransportSelector::new(control);
     tasks.push(tokio::spawn(async move {
         if let Err(e) =
-            dataplane::tx::pump_tun_to_peers(tun_dev, tx_net, control, tx_metrics, queue_len).await
+            dataplane::tx::pump_tun_to_peers(tun_dev, tx_net, transports, tx_metrics, queue_len)
+                .await
         {
             tracing::error!("reading the TUN failed: {e}");
         }

@@ -1,14 +1,17 @@
 //! Rebuilding node state from what the disk and the kernel hold, after a restart or a crash.
 //!
 //! The agent holds `stateDir`'s exclusive lock meanwhile, so no plugin call is half-done.
+//!
+//! Both steps are synchronous: they read a few small files and send a few rule requests,
+//! each answered by the kernel at once, so they run directly on the maintenance task
+//! (which already does the same file I/O) rather than through `spawn_blocking`.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 
 use edgeway_common::api::Attachment;
-use edgeway_common::rules::{self, PodRule};
+use edgeway_common::rules::{self, PodRule, RuleSocket};
 use edgeway_common::store::{CorruptFile, Store, StoreError};
-use rtnetlink::Handle;
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -43,9 +46,9 @@ fn rules_of(a: &Attachment) -> impl Iterator<Item = PodRule> + '_ {
 
 /// Replays DELs queued while the agent was away. A queued DEL removes a record only if it is
 /// the generation it was queued for, and a rule only if no other record claims its address.
-pub async fn replay_pending_dels(
+pub fn replay_pending_dels(
     store: &Store,
-    handle: &Handle,
+    sock: &mut RuleSocket,
     report: &mut Report,
 ) -> Result<(), RecoveryError> {
     let (pending, corrupt) = store.list_pending_dels()?;
@@ -77,7 +80,7 @@ pub async fn replay_pending_dels(
             store.remove_record(&r.key())?;
         }
         for rule in targets.into_iter().filter(|r| !held.contains(&r.ip)) {
-            rules::delete(handle, rule).await?;
+            rules::delete(sock, rule)?;
         }
         store.remove_pending_del(&d.key)?;
         report.replayed_dels += 1;
@@ -88,15 +91,15 @@ pub async fn replay_pending_dels(
 /// Makes records and kernel rules agree: an edgeway rule that no record claims is removed,
 /// and a record missing rules gets them back, except that with `drop_ruleless` a record
 /// whose rules are all gone is dropped instead (after a reboot).
-pub async fn reconcile_rules(
+pub fn reconcile_rules(
     store: &Store,
-    handle: &Handle,
+    sock: &mut RuleSocket,
     drop_ruleless: bool,
     report: &mut Report,
 ) -> Result<Vec<Attachment>, RecoveryError> {
     let (records, corrupt) = store.list_records()?;
     report.corrupt.extend(corrupt);
-    let installed: HashSet<PodRule> = rules::list(handle).await?.into_iter().collect();
+    let installed: HashSet<PodRule> = rules::list(sock)?.into_iter().collect();
 
     let mut kept = Vec::with_capacity(records.len());
     for a in records {
@@ -107,14 +110,14 @@ pub async fn reconcile_rules(
             continue;
         }
         for rule in rules_of(&a).filter(|r| !installed.contains(r)) {
-            rules::add(handle, rule).await?;
+            rules::add(sock, rule)?;
             report.readded_rules += 1;
         }
         kept.push(a);
     }
     let claimed: HashSet<PodRule> = kept.iter().flat_map(rules_of).collect();
     for rule in installed.difference(&claimed) {
-        rules::delete(handle, *rule).await?;
+        rules::delete(sock, *rule)?;
         report.removed_rules += 1;
     }
     Ok(kept)

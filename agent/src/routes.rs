@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use edgeway_common::rules::{errno, EDGEWAY_PROTOCOL};
+use edgeway_common::rules::EDGEWAY_PROTOCOL;
 use futures::{StreamExt, TryStreamExt};
 use ipnetwork::IpNetwork;
 use nix::errno::Errno;
@@ -36,6 +36,22 @@ pub enum RouteError {
     },
     #[error("cannot watch routes: {0}")]
     Watch(std::io::Error),
+}
+
+/// Opens an rtnetlink connection in the current network namespace. Its driver runs on the
+/// caller's tokio runtime, which must be current.
+pub fn connect() -> std::io::Result<Handle> {
+    let (conn, handle, _) = rtnetlink::new_connection()?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// The errno of a netlink error answer, if it is one.
+pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().raw_os_error(),
+        _ => None,
+    }
 }
 
 /// What to add and what to remove to turn `actual` into `desired`.

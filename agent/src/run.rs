@@ -93,9 +93,9 @@ async fn serve(config: Config, name: String) -> anyhow::Result<()> {
 
 /// Recovers once, then keeps the registry and the pending-DEL queue in step with the disk.
 async fn maintain(node: Arc<Node>, every: Duration) {
-    let handle = loop {
-        match edgeway_common::rules::connect() {
-            Ok(h) => break h,
+    let mut rules = loop {
+        match edgeway_common::rules::RuleSocket::open() {
+            Ok(s) => break s,
             Err(e) => {
                 node.set_problems(vec![e.to_string()]);
                 tokio::time::sleep(every).await;
@@ -103,7 +103,7 @@ async fn maintain(node: Arc<Node>, every: Duration) {
         }
     };
     loop {
-        match reconcile(&node, &handle, true).await {
+        match reconcile(&node, &mut rules, true).await {
             Ok(()) => break,
             Err(e) => {
                 tracing::error!("recovery failed, retrying: {e:#}");
@@ -117,7 +117,7 @@ async fn maintain(node: Arc<Node>, every: Duration) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let problems = match reconcile(&node, &handle, false).await {
+        let problems = match reconcile(&node, &mut rules, false).await {
             Ok(()) => state_dir_problems(&node.store),
             Err(e) => vec![format!("resync failed: {e:#}")],
         };
@@ -144,12 +144,17 @@ async fn with_exclusive_lock<T>(
 /// exclusive lock so no plugin call is half-done meanwhile. At start (`startup`), records
 /// whose rules are all gone are dropped: the node rebooted. Later, a missing rule is put back
 /// instead, since someone else removed it.
-async fn reconcile(node: &Node, handle: &rtnetlink::Handle, startup: bool) -> anyhow::Result<()> {
+async fn reconcile(
+    node: &Node,
+    rules: &mut edgeway_common::rules::RuleSocket,
+    startup: bool,
+) -> anyhow::Result<()> {
     let store = &node.store;
     let mut report = recovery::Report::default();
     let changed = with_exclusive_lock(store, async || {
-        recovery::replay_pending_dels(store, handle, &mut report).await?;
-        let kept = recovery::reconcile_rules(store, handle, startup, &mut report).await?;
+        // Synchronous: a few small files and rule requests the kernel answers at once.
+        recovery::replay_pending_dels(store, rules, &mut report)?;
+        let kept = recovery::reconcile_rules(store, rules, startup, &mut report)?;
         // Replaced while the lock is held: a registration racing with the listing would be lost.
         Ok(node.registry().replace_all(kept))
     })

@@ -14,6 +14,9 @@ pub struct StatusArgs {
     /// `table` for people, `json` for scripts.
     #[arg(long, short, value_parser = ["table", "json"], default_value = "table")]
     output: String,
+    /// Exit 1 unless the agent reports ready: for readiness probes.
+    #[arg(long)]
+    ready: bool,
 }
 
 pub fn run(config_socket: PathBuf, args: StatusArgs) -> anyhow::Result<()> {
@@ -35,6 +38,12 @@ pub fn run(config_socket: PathBuf, args: StatusArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print!("{}", render(&status));
+    }
+    if args.ready && status["ready"].as_bool() != Some(true) {
+        anyhow::bail!(
+            "the agent is not ready; see `curl --unix-socket {} http://x/readyz`",
+            socket.display()
+        );
     }
     Ok(())
 }

@@ -9,15 +9,8 @@
 source "$(dirname "$0")/lib.sh"
 
 log "building the topology"
-for n in sw r a1 a2 b1; do make_ns "$n"; done
-in_ns sw ip link add br0 type bridge
-in_ns sw ip link set br0 up
-for pair in "a1 198.51.100.11" "a2 198.51.100.12" "r 198.51.100.1"; do
-  set -- $pair
-  link_ns "$1" eth0 "$2/24" sw "p-$1" "0.0.0.0/32"
-  in_ns sw ip addr flush dev "p-$1"
-  in_ns sw ip link set "p-$1" master br0
-done
+for n in r a1 a2 b1; do make_ns "$n"; done
+make_lan sw "a1 198.51.100.11/24" "a2 198.51.100.12/24" "r 198.51.100.1/24"
 in_ns r ip link set eth0 name lana
 link_ns r lanb 203.0.113.1/24 b1 eth0 203.0.113.21/24
 in_ns r sysctl -qw net.ipv4.ip_forward=1
@@ -117,7 +110,8 @@ spoofed_after=$(metric a1 'edgeway_tunnel_drops_total\{reason="spoofed_source"\}
 [ "$spoofed_after" -ge $((spoofed_before + 3)) ] || fail "spoofed packets not counted ($spoofed_before -> $spoofed_after)"
 in_ns b1 ip rule del from 10.244.3.250 lookup 7332 priority 7000
 
-log "an agent without the cluster credential is refused"
+log "an agent without the cluster credential is refused, and cannot inject packets"
+INTRUDER_SRC=10.244.9.77
 make_ns x1
 link_ns r lanx 203.0.113.129/25 x1 eth0 203.0.113.130/25
 in_ns r ip addr del 203.0.113.1/24 dev lanb
@@ -137,7 +131,14 @@ sleep 2
 api a1 /v1/status | grep "$PX1" >/dev/null && fail "a1 learned the outsider's pod $PX1"
 has_route a1 "$PX1" && fail "a1 routes to the outsider's pod"
 in_ns x1-px1 ping -c 2 -i 0.2 -W 1 "$PA1" >/dev/null 2>&1 && fail "the outsider's pod reached pa1"
-kill "$(agent_pid x1)"
+agent_kill x1
+# A raw libp2p peer without the credential opens a packet stream to a1 and writes into it.
+rx_before=$(metric a1 'edgeway_tunnel_packets_total\{.*direction="rx"')
+refused_before=$(metric a1 'edgeway_tunnel_drops_total\{reason="not_member"\}')
+in_ns x1 "$EW_BIN/edgeway-intruder" "$BOOT" "$INTRUDER_SRC" "$PA1" 5 >> "$EW_TMP/intruder.log" 2>&1 || true
+refused_after=$(metric a1 'edgeway_tunnel_drops_total\{reason="not_member"\}')
+[ "$refused_after" -gt "$refused_before" ] || fail "a1 did not refuse the intruder's packet stream ($(cat "$EW_TMP/intruder.log"))"
+[ "$(metric a1 'edgeway_tunnel_packets_total\{.*direction="rx"')" = "$rx_before" ] || fail "a1 accepted packets from the intruder"
 
 log "deleting pb1 removes its route from a1 within 2 s"
 pod_del b1 pb1
@@ -151,10 +152,17 @@ log "route gone after ${GONE_MS} ms"
 log "kill -9 of b1's agent: traffic resumes after restart, with no manual step"
 PB2=$(pod_add b1 pb2)
 wait_for "a1 to route to $PB2" 5 has_route a1 "$PB2"
-kill -9 "$(agent_pid b1)"
+agent_kill b1 KILL
 agent_start b1 lan-b secret 203.0.113.21 "$BOOT"
 pings() { in_ns a1-pa1 ping -c 1 -W 1 "$PB2"; }
 wait_for "pa1 to reach pb2 after b1's restart" 20 pings
 api b1 /v1/attachments | grep pb2 >/dev/null || fail "b1 lost pb2's registration over kill -9"
+
+log "a clean shutdown removes the routes and the TUN; pod rules stay with their pods"
+agent_kill a1 TERM
+gone() { ! in_ns a1 ip link show edgeway0; }
+wait_for "a1's TUN to go away" 10 gone
+[ -z "$(in_ns a1 ip route show table 7332)" ] || fail "a1 left routes behind: $(in_ns a1 ip route show table 7332)"
+in_ns a1 ip rule | grep "from $PA1 lookup 7332" >/dev/null || fail "a clean agent stop removed pa1's rule"
 
 log "PASS"

@@ -61,6 +61,20 @@ link_ns() {
   ip -n "$(ns "$b")" link set "$ifb" up
 }
 
+# make_lan SWITCH "NODE ADDR/PREFIX"...: a bridge in namespace SWITCH with each node's eth0 on it.
+make_lan() {
+  local sw=$1; shift
+  make_ns "$sw"
+  in_ns "$sw" ip link add br0 type bridge
+  in_ns "$sw" ip link set br0 up
+  for pair in "$@"; do
+    set -- $pair
+    link_ns "$1" eth0 "$2" "$sw" "p-$1" "0.0.0.0/32"
+    in_ns "$sw" ip addr flush dev "p-$1"
+    in_ns "$sw" ip link set "p-$1" master br0
+  done
+}
+
 # write_conflist NODE SUBNET [SUBNET6]: bridge + host-local + edgeway, from the example
 # conflist; with SUBNET6 the pods are dual-stack.
 write_conflist() {
@@ -159,13 +173,24 @@ clusterSecretFile = "$EW_TMP/$secret"
 peerGraceSecs = ${EW_GRACE:-20}
 announceIntervalSecs = 5
 TOML
-  in_ns "$node" "$EW_BIN/edgeway-agent" --config "$d/agent.toml" --log "${EW_LOG:-info}" run >> "$EW_TMP/$node-agent.log" 2>&1 &
+  # Not through in_ns: $! must be the agent itself (ip netns exec execs it), so that
+  # kill and kill -9 reach the agent and not a subshell.
+  ip netns exec "$(ns "$node")" "$EW_BIN/edgeway-agent" --config "$d/agent.toml" --log "${EW_LOG:-info}" run >> "$EW_TMP/$node-agent.log" 2>&1 &
   EW_PIDS+=("$!")
   eval "EW_AGENT_PID_${node//-/_}=$!"
   wait_for "agent $node API" 10 test -S "$d/agent.sock"
 }
 
 agent_pid() { local v="EW_AGENT_PID_${1//-/_}"; echo "${!v}"; }
+
+# agent_kill NODE [SIGNAL]: signals the node's agent and waits until it has exited.
+agent_kill() {
+  local pid
+  pid=$(agent_pid "$1")
+  kill "-${2:-TERM}" "$pid"
+  dead() { ! kill -0 "$pid" 2>/dev/null; }
+  wait_for "agent $1 (pid $pid) to exit" 10 dead
+}
 
 # api NODE PATH: GET on the node's agent socket.
 api() { curl -sf --max-time 5 --unix-socket "$EW_TMP/$1/agent.sock" "http://agent$2"; }

@@ -3,4 +3,5 @@
 pub mod frame;
 pub mod packet;
 pub mod rx;
+pub mod transport;
 pub mod tx;

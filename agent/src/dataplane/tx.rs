@@ -5,26 +5,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::AsyncWriteExt;
 use libp2p::PeerId;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tun_rs::AsyncDevice;
 
+use super::transport::{Transport, TransportSelector};
 use super::{frame, packet};
 use crate::metrics::{drop_reason, Direction, Metrics};
 use crate::netstate::NetState;
-use crate::p2p::behaviour::PACKETS_PROTOCOL;
 
 /// Frames are gathered up to this many bytes before one write.
 const BATCH_BYTES: usize = 64 * 1024;
-const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 pub async fn pump_tun_to_peers(
     tun: Arc<AsyncDevice>,
     net: Arc<NetState>,
-    control: libp2p_stream::Control,
+    transports: TransportSelector,
     metrics: Arc<Metrics>,
     queue_len: usize,
 ) -> std::io::Result<()> {
@@ -57,7 +55,12 @@ pub async fn pump_tun_to_peers(
         };
         let tx = links.entry(peer).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(queue_len);
-            tokio::spawn(run_link(peer, control.clone(), rx, metrics.clone()));
+            tokio::spawn(run_link(
+                peer,
+                transports.for_peer(&peer),
+                rx,
+                metrics.clone(),
+            ));
             tx
         });
         match tx.try_send(pkt.to_vec()) {
@@ -71,38 +74,27 @@ pub async fn pump_tun_to_peers(
     }
 }
 
-/// Owns the stream to one peer. Opens it once and reuses it; reopens after a failure.
+/// Owns the channel to one peer. Opens it once and reuses it; reopens after a failure.
 async fn run_link(
     peer: PeerId,
-    mut control: libp2p_stream::Control,
+    mut transport: Transport,
     mut rx: mpsc::Receiver<Vec<u8>>,
     metrics: Arc<Metrics>,
 ) {
     let (packets, bytes): (Counter, Counter) = metrics.traffic(&peer.to_string(), Direction::Tx);
     let mut out = Vec::with_capacity(BATCH_BYTES + frame::MAX_PACKET + 2);
     'reopen: loop {
-        let stream =
-            match tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, PACKETS_PROTOCOL))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "cannot open packet stream: {e}");
-                    if !drain_while_down(&mut rx, &metrics).await {
-                        return;
-                    }
-                    continue 'reopen;
+        let mut sink = match transport.open(peer).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, transport = transport.name(), "cannot open packet channel: {e}");
+                if !drain_while_down(&mut rx, &metrics).await {
+                    return;
                 }
-                Err(_) => {
-                    tracing::debug!(%peer, "opening packet stream timed out");
-                    if !drain_while_down(&mut rx, &metrics).await {
-                        return;
-                    }
-                    continue 'reopen;
-                }
-            };
-        tracing::debug!(%peer, "packet stream open");
-        let mut stream = stream;
+                continue 'reopen;
+            }
+        };
+        tracing::debug!(%peer, transport = transport.name(), "packet channel open");
         while let Some(first) = rx.recv().await {
             out.clear();
             let mut count = 0u64;
@@ -117,13 +109,8 @@ async fn run_link(
                     next = rx.try_recv().ok();
                 }
             }
-            if let Err(e) = async {
-                stream.write_all(&out).await?;
-                stream.flush().await
-            }
-            .await
-            {
-                tracing::debug!(%peer, "packet stream broke: {e}");
+            if let Err(e) = sink.write_batch(&out).await {
+                tracing::debug!(%peer, "packet channel broke: {e}");
                 metrics
                     .drops
                     .get_or_create(&crate::metrics::ReasonLabels {

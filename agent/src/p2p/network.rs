@@ -376,6 +376,16 @@ impl Network {
                         .peer_seen(&peer.to_string(), Instant::now());
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(e),
+            })) => {
+                // libp2p never closes a connection whose pings fail; a peer that vanished
+                // without a FIN would hold our streams forever. Closing lets us redial.
+                tracing::info!(%peer, "ping failed ({e}); closing the connection");
+                self.swarm.close_connection(connection);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,

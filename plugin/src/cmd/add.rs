@@ -3,13 +3,14 @@
 use edgeway_common::api::Attachment;
 use edgeway_common::cni::result::{convert_result, sandbox_ips};
 use edgeway_common::cni::{CniError, ErrorCode};
+use edgeway_common::rules::RuleSocket;
 
 use super::{now_unix, open_store, rules, warn};
 use crate::agent_client::{AgentClient, AgentError};
 use crate::config::{NetConf, OnAgentDown};
 use crate::env::ContainerEnv;
 
-pub async fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
+pub fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
     let prev = conf.prev_result.as_ref().ok_or_else(|| {
         CniError::new(
             ErrorCode::InvalidNetworkConfig,
@@ -29,11 +30,16 @@ pub async fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
         return Ok(output);
     }
 
+    // Connected now, so the agent accepts while the rules and the record are being done.
+    let client = AgentClient::new(&conf.agent_socket, conf.agent_timeout);
+    if let Ok(c) = &client {
+        c.connect_early();
+    }
     let (store, _lock) = open_store(conf)?;
-    let handle = rules::connect()?;
+    let mut sock = rules::connect()?;
     let wanted = rules::for_ips(&ips, conf.table, conf.rule_priority);
     let previous = store.read_record(&key_of(c)).ok().flatten();
-    rules::install(&handle, &wanted).await?;
+    rules::install(&mut sock, &wanted)?;
 
     let attachment = Attachment {
         container_id: c.container_id.clone(),
@@ -44,22 +50,22 @@ pub async fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
         pod: c.pod.clone(),
         table: conf.table,
         priority: conf.rule_priority,
-        generation: format!("{:032x}", rand::random::<u128>()),
+        generation: generation(),
         created_unix: now_unix(),
     };
     if let Err(e) = store.write_record(&attachment) {
-        rules::remove(&handle, &wanted).await;
+        rules::remove(&mut sock, &wanted);
         return Err(CniError::new(ErrorCode::StateStore, e.to_string()));
     }
 
-    let undo = || async {
-        rules::remove(&handle, &wanted).await;
+    let undo = |sock: &mut RuleSocket| {
+        rules::remove(sock, &wanted);
         if let Err(e) = store.remove_record(&attachment.key()) {
             warn(format!("undo: {e}"));
         }
     };
-    let registered = match AgentClient::new(&conf.agent_socket, conf.agent_timeout) {
-        Ok(client) => client.register(&attachment).await,
+    let registered = match client {
+        Ok(client) => client.register(&attachment),
         Err(e) => Err(e),
     };
     match registered {
@@ -68,12 +74,12 @@ pub async fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
             // The record is on disk; the agent picks it up when it starts.
         }
         Err(e @ AgentError::Down { .. }) => {
-            undo().await;
+            undo(&mut sock);
             return Err(CniError::new(ErrorCode::TryAgainLater, e.to_string())
                 .with_details("onAgentDown is \"fail\""));
         }
         Err(e @ AgentError::Rejected { .. }) => {
-            undo().await;
+            undo(&mut sock);
             return Err(CniError::new(ErrorCode::AgentRejected, e.to_string()));
         }
     }
@@ -86,7 +92,7 @@ pub async fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
             .copied()
             .filter(|ip| !attachment.ips.contains(ip))
             .collect();
-        rules::remove(&handle, &rules::for_ips(&stale, old.table, old.priority)).await;
+        rules::remove(&mut sock, &rules::for_ips(&stale, old.table, old.priority));
     }
     Ok(output)
 }
@@ -95,5 +101,17 @@ fn key_of(c: &ContainerEnv) -> edgeway_common::api::AttachmentKey {
     edgeway_common::api::AttachmentKey {
         container_id: c.container_id.clone(),
         ifname: c.ifname.clone(),
+    }
+}
+
+/// A fresh random generation tag, straight from the kernel: `rand::random` would seed a
+/// ChaCha generator, whose SIMD detection (CPUID, which traps under a hypervisor) costs
+/// more than the whole `getrandom` call.
+fn generation() -> String {
+    use rand::TryRngCore;
+    let mut b = [0u8; 16];
+    match rand::rngs::OsRng.try_fill_bytes(&mut b) {
+        Ok(()) => format!("{:032x}", u128::from_ne_bytes(b)),
+        Err(_) => format!("{:032x}", rand::random::<u128>()),
     }
 }

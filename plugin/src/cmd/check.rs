@@ -9,7 +9,7 @@ use super::{open_store, rules};
 use crate::config::NetConf;
 use crate::env::ContainerEnv;
 
-pub async fn run(conf: &NetConf, c: &ContainerEnv) -> Result<(), CniError> {
+pub fn run(conf: &NetConf, c: &ContainerEnv) -> Result<(), CniError> {
     let failed = |msg: String| CniError::new(ErrorCode::CheckFailed, msg);
     let prev = conf.prev_result.as_ref().ok_or_else(|| {
         CniError::new(
@@ -43,9 +43,8 @@ pub async fn run(conf: &NetConf, c: &ContainerEnv) -> Result<(), CniError> {
             )));
         }
     }
-    let handle = rules::connect()?;
-    let present = kernel_rules::list(&handle)
-        .await
+    let mut sock = rules::connect()?;
+    let present = kernel_rules::list(&mut sock)
         .map_err(|e| CniError::new(ErrorCode::Netlink, e.to_string()))?;
     for rule in rules::for_ips(&record.ips, record.table, record.priority) {
         if !present.contains(&rule) {

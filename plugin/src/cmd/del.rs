@@ -12,7 +12,7 @@ use crate::agent_client::AgentClient;
 use crate::config::NetConf;
 use crate::env::ContainerEnv;
 
-pub async fn run(conf: &NetConf, c: &ContainerEnv) {
+pub fn run(conf: &NetConf, c: &ContainerEnv) {
     let key = AttachmentKey {
         container_id: c.container_id.clone(),
         ifname: c.ifname.clone(),
@@ -30,7 +30,7 @@ pub async fn run(conf: &NetConf, c: &ContainerEnv) {
         Err(e) => {
             // Without the state dir, remove what prevResult names and leave the rest to GC.
             warn(format!("DEL {}: {}", c.container_id, e.msg));
-            remove_rules(&prev_ips, conf.table, conf.rule_priority, &HashSet::new()).await;
+            remove_rules(&prev_ips, conf.table, conf.rule_priority, &HashSet::new());
             return;
         }
     };
@@ -42,6 +42,12 @@ pub async fn run(conf: &NetConf, c: &ContainerEnv) {
         }
     };
     let client = AgentClient::new(&conf.agent_socket, conf.agent_timeout);
+    if let Ok(c) = &client {
+        // There is something to remove, and the agent is told last: let it accept now.
+        if record.is_some() || !prev_ips.is_empty() {
+            c.connect_early();
+        }
+    }
     let mut told = None;
     let record = match record {
         Some(r) => Some(r),
@@ -49,7 +55,7 @@ pub async fn run(conf: &NetConf, c: &ContainerEnv) {
         // may still know the addresses.
         None if prev_ips.is_empty() => {
             let known = match &client {
-                Ok(c) => c.unregister(&key).await,
+                Ok(c) => c.unregister(&key),
                 Err(e) => Err(e.clone()),
             };
             let found = known.as_ref().ok().cloned().flatten();
@@ -75,14 +81,14 @@ pub async fn run(conf: &NetConf, c: &ContainerEnv) {
 
     // IPAM may have handed an address to a newer pod already; its rule is not ours to remove.
     let held = ips_held_elsewhere(&store, &key);
-    let mut ok = remove_rules(&ips, table, priority, &held).await;
+    let mut ok = remove_rules(&ips, table, priority, &held);
     if let Err(e) = store.remove_record(&key) {
         warn(format!("DEL {}: {e}", c.container_id));
         ok = false;
     }
     let told = match (told, &client) {
         (Some(t), _) => t,
-        (None, Ok(c)) => c.unregister(&key).await.map(drop),
+        (None, Ok(c)) => c.unregister(&key).map(drop),
         (None, Err(e)) => Err(e.clone()),
     };
     if let Err(e) = &told {
@@ -121,7 +127,7 @@ pub(super) fn ips_held_elsewhere(store: &Store, key: &AttachmentKey) -> HashSet<
     }
 }
 
-async fn remove_rules(ips: &[IpAddr], table: u32, priority: u32, held: &HashSet<IpAddr>) -> bool {
+fn remove_rules(ips: &[IpAddr], table: u32, priority: u32, held: &HashSet<IpAddr>) -> bool {
     let mine: Vec<IpAddr> = ips
         .iter()
         .copied()
@@ -130,14 +136,14 @@ async fn remove_rules(ips: &[IpAddr], table: u32, priority: u32, held: &HashSet<
     if mine.is_empty() {
         return true;
     }
-    let handle = match rules::connect() {
-        Ok(h) => h,
+    let mut sock = match rules::connect() {
+        Ok(s) => s,
         Err(e) => {
             warn(e.msg);
             return false;
         }
     };
-    let failed = rules::remove(&handle, &rules::for_ips(&mine, table, priority)).await;
+    let failed = rules::remove(&mut sock, &rules::for_ips(&mine, table, priority));
     for (rule, e) in &failed {
         warn(format!("cannot remove rule for {}: {e}", rule.ip));
     }

@@ -8,7 +8,7 @@ use super::{now_unix, open_store, rules, warn};
 use crate::agent_client::AgentClient;
 use crate::config::NetConf;
 
-pub async fn run(conf: &NetConf) -> Result<(), CniError> {
+pub fn run(conf: &NetConf) -> Result<(), CniError> {
     // No list at all means the runtime cannot say what is valid: remove nothing.
     let Some(valid) = &conf.valid_attachments else {
         return Ok(());
@@ -36,7 +36,7 @@ pub async fn run(conf: &NetConf) -> Result<(), CniError> {
     if stale.is_empty() {
         return Ok(());
     }
-    let handle = rules::connect()?;
+    let mut sock = rules::connect()?;
     let client = AgentClient::new(&conf.agent_socket, conf.agent_timeout).ok();
     let mut failures = Vec::new();
     for r in &stale {
@@ -48,7 +48,7 @@ pub async fn run(conf: &NetConf) -> Result<(), CniError> {
             .copied()
             .filter(|ip| !held.contains(ip))
             .collect();
-        for (rule, e) in rules::remove(&handle, &rules::for_ips(&mine, r.table, r.priority)).await {
+        for (rule, e) in rules::remove(&mut sock, &rules::for_ips(&mine, r.table, r.priority)) {
             failures.push(format!("{}: rule for {}: {e}", r.container_id, rule.ip));
         }
         if let Err(e) = store.remove_record(&key) {
@@ -56,7 +56,7 @@ pub async fn run(conf: &NetConf) -> Result<(), CniError> {
             continue;
         }
         let told = match &client {
-            Some(c) => c.unregister(&key).await.is_ok(),
+            Some(c) => c.unregister(&key).is_ok(),
             None => false,
         };
         if !told {

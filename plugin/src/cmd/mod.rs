@@ -23,26 +23,22 @@ pub fn run(get: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<String,
     }
     let conf = config::parse(stdin)?;
     gate(cmd, conf.cni_version)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CniError::new(ErrorCode::Io, format!("cannot start the I/O runtime: {e}")))?;
     match cmd {
         Command::Add => {
             let c = env::container(cmd, get)?;
-            rt.block_on(add::run(&conf, &c))
+            add::run(&conf, &c)
         }
         Command::Del => {
             let c = env::container(cmd, get)?;
-            rt.block_on(del::run(&conf, &c));
+            del::run(&conf, &c);
             Ok(String::new())
         }
         Command::Check => {
             let c = env::container(cmd, get)?;
-            rt.block_on(check::run(&conf, &c)).map(|()| String::new())
+            check::run(&conf, &c).map(|()| String::new())
         }
-        Command::Status => rt.block_on(status::run(&conf)).map(|()| String::new()),
-        Command::Gc => rt.block_on(gc::run(&conf)).map(|()| String::new()),
+        Command::Status => status::run(&conf).map(|()| String::new()),
+        Command::Gc => gc::run(&conf).map(|()| String::new()),
         Command::Version => unreachable!("answered above"),
     }
 }

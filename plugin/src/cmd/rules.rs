@@ -3,11 +3,10 @@
 use std::net::IpAddr;
 
 use edgeway_common::cni::{CniError, ErrorCode};
-use edgeway_common::rules::{self, PodRule};
-use rtnetlink::Handle;
+use edgeway_common::rules::{self, PodRule, RuleSocket};
 
-pub fn connect() -> Result<Handle, CniError> {
-    rules::connect().map_err(|e| CniError::new(ErrorCode::Netlink, e.to_string()))
+pub fn connect() -> Result<RuleSocket, CniError> {
+    RuleSocket::open().map_err(|e| CniError::new(ErrorCode::Netlink, e.to_string()))
 }
 
 pub fn for_ips(ips: &[IpAddr], table: u32, priority: u32) -> Vec<PodRule> {
@@ -21,10 +20,10 @@ pub fn for_ips(ips: &[IpAddr], table: u32, priority: u32) -> Vec<PodRule> {
 }
 
 /// Adds every rule; on the first failure removes the ones it added and reports it.
-pub async fn install(handle: &Handle, wanted: &[PodRule]) -> Result<(), CniError> {
+pub fn install(sock: &mut RuleSocket, wanted: &[PodRule]) -> Result<(), CniError> {
     for (n, rule) in wanted.iter().enumerate() {
-        if let Err(e) = rules::add(handle, *rule).await {
-            remove(handle, &wanted[..n]).await;
+        if let Err(e) = rules::add(sock, *rule) {
+            remove(sock, &wanted[..n]);
             return Err(CniError::new(ErrorCode::Netlink, e.to_string()));
         }
     }
@@ -32,10 +31,10 @@ pub async fn install(handle: &Handle, wanted: &[PodRule]) -> Result<(), CniError
 }
 
 /// Removes every rule it can and returns the ones it could not.
-pub async fn remove(handle: &Handle, list: &[PodRule]) -> Vec<(PodRule, String)> {
+pub fn remove(sock: &mut RuleSocket, list: &[PodRule]) -> Vec<(PodRule, String)> {
     let mut failed = Vec::new();
     for rule in list {
-        if let Err(e) = rules::delete(handle, *rule).await {
+        if let Err(e) = rules::delete(sock, *rule) {
             failed.push((*rule, e.to_string()));
         }
     }

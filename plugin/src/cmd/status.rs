@@ -5,14 +5,11 @@ use edgeway_common::cni::{CniError, ErrorCode};
 use crate::agent_client::AgentClient;
 use crate::config::NetConf;
 
-pub async fn run(conf: &NetConf) -> Result<(), CniError> {
+pub fn run(conf: &NetConf) -> Result<(), CniError> {
     let unavailable = |msg: String| CniError::new(ErrorCode::NotAvailable, msg);
     let client = AgentClient::new(&conf.agent_socket, conf.agent_timeout)
         .map_err(|e| unavailable(e.to_string()))?;
-    let readiness = client
-        .readiness()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
+    let readiness = client.readiness().map_err(|e| unavailable(e.to_string()))?;
     if readiness.ready {
         Ok(())
     } else {
