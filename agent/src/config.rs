@@ -28,6 +28,38 @@ pub struct Config {
     pub native_cidrs: Vec<IpNetwork>,
     pub tunnel: TunnelConfig,
     pub p2p: P2pConfig,
+    pub relay: RelayConfig,
+}
+
+/// The relay role, for agents on nodes with a public address (seed 001's `relayNodes`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Serve circuit relay v2 and help hole punching for agents behind NAT.
+    pub enabled: bool,
+    pub max_reservations: usize,
+    pub max_circuits: usize,
+    pub max_circuits_per_peer: usize,
+    pub reservation_duration_secs: u64,
+    /// How long one relayed connection may live. libp2p's default of 2 minutes cut
+    /// EdgeMesh's tunnels (kubeedge/edgemesh#400); pod traffic needs hours.
+    pub max_circuit_duration_secs: u64,
+    /// Bytes one relayed connection may carry; 0 is unlimited. libp2p's default is 128 KiB.
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            enabled: false,
+            max_reservations: 1024,
+            max_circuits: 1024,
+            max_circuits_per_peer: 64,
+            reservation_duration_secs: 3600,
+            max_circuit_duration_secs: 24 * 3600,
+            max_circuit_bytes: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +99,11 @@ pub struct P2pConfig {
     pub peer_grace_secs: u64,
     /// Seconds between re-announcements of this node's pods.
     pub announce_interval_secs: u64,
+    /// Relays (multiaddrs with `/p2p/<peer id>`) to keep a reservation on, so peers behind
+    /// NAT can reach this node. Prefer QUIC addresses: hole punching works best over UDP.
+    pub relays: Vec<String>,
+    /// Try to upgrade relayed connections to direct ones (DCUtR).
+    pub hole_punching: bool,
 }
 
 impl Default for P2pConfig {
@@ -80,6 +117,8 @@ impl Default for P2pConfig {
             cluster_secret_file: None,
             peer_grace_secs: 60,
             announce_interval_secs: 15,
+            relays: vec![],
+            hole_punching: true,
         }
     }
 }
@@ -107,6 +146,7 @@ impl Default for Config {
             native_cidrs: vec![],
             tunnel: TunnelConfig::default(),
             p2p: P2pConfig::default(),
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -232,7 +272,7 @@ impl Config {
                 let has_peer = addr
                     .iter()
                     .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)));
-                if field == "p2p.bootstrap" && !has_peer {
+                if field != "p2p.listen" && !has_peer {
                     return invalid(field, format!("{a:?} lacks /p2p/<peer id>"));
                 }
             }

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::netstate::NetState;
 use crate::node::Node;
 use crate::ownership::OwnershipTable;
-use crate::p2p::behaviour::{build_swarm, PACKETS_PROTOCOL};
+use crate::p2p::behaviour::{build_swarm, NatOptions, RelayLimits, PACKETS_PROTOCOL};
 use crate::p2p::membership::ClusterSecret;
 use crate::p2p::network::{Network, NetworkConfig};
 use crate::routes::RouteTable;
@@ -47,6 +47,7 @@ pub async fn start(
     let secret = ClusterSecret::load(secret_file)?;
     let listen = parse_addrs("p2p.listen", &config.p2p.listen)?;
     let bootstrap = parse_addrs("p2p.bootstrap", &config.p2p.bootstrap)?;
+    let relays = parse_addrs("p2p.relays", &config.p2p.relays)?;
     node.store.ensure_dirs()?;
     let key = p2p::identity::load_or_create(&config.state_dir.join("identity.key"))?;
     let peer_id = key.public().to_peer_id();
@@ -60,7 +61,19 @@ pub async fn start(
     }
     let tun_dev = Arc::new(tun.device);
 
-    let swarm = build_swarm(key.clone())?;
+    let r = &config.relay;
+    let nat = NatOptions {
+        relay_server: r.enabled.then(|| RelayLimits {
+            max_reservations: r.max_reservations,
+            max_circuits: r.max_circuits,
+            max_circuits_per_peer: r.max_circuits_per_peer,
+            reservation_duration: Duration::from_secs(r.reservation_duration_secs),
+            max_circuit_duration: Duration::from_secs(r.max_circuit_duration_secs),
+            max_circuit_bytes: r.max_circuit_bytes,
+        }),
+        hole_punching: config.p2p.hole_punching,
+    };
+    let swarm = build_swarm(key.clone(), &nat)?;
     let control = swarm.behaviour().stream.new_control();
     let incoming = control
         .clone()
@@ -98,6 +111,7 @@ pub async fn start(
         NetworkConfig {
             listen,
             bootstrap,
+            relays,
             announce_every: Duration::from_secs(config.p2p.announce_interval_secs),
             node_name: node.name.clone(),
         },

@@ -173,6 +173,8 @@ clusterSecretFile = "$EW_TMP/$secret"
 peerGraceSecs = ${EW_GRACE:-20}
 announceIntervalSecs = 5
 TOML
+  # Per-node additions (relay role, relays, ...), written by the test beforehand.
+  [ -f "$d/extra.toml" ] && cat "$d/extra.toml" >> "$d/agent.toml"
   # Not through in_ns: $! must be the agent itself (ip netns exec execs it), so that
   # kill and kill -9 reach the agent and not a subshell.
   ip netns exec "$(ns "$node")" "$EW_BIN/edgeway-agent" --config "$d/agent.toml" --log "${EW_LOG:-info}" run >> "$EW_TMP/$node-agent.log" 2>&1 &

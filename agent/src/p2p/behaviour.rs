@@ -4,8 +4,12 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{gossipsub, identify, noise, ping, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder};
+use libp2p::{
+    autonat, dcutr, gossipsub, identify, noise, ping, relay, tcp, yamux, StreamProtocol, Swarm,
+    SwarmBuilder,
+};
 use serde::{Deserialize, Serialize};
 
 use super::announce::SignedAnnouncement;
@@ -37,6 +41,50 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub control: request_response::json::Behaviour<ControlRequest, ControlResponse>,
     pub stream: libp2p_stream::Behaviour,
+    /// Reserves a slot on relays and dials through them.
+    pub relay_client: relay::client::Behaviour,
+    /// Serves as a relay; only on nodes run with the relay role.
+    pub relay_server: Toggle<relay::Behaviour>,
+    /// Upgrades relayed connections to direct ones (hole punching), unless turned off.
+    pub dcutr: Toggle<dcutr::Behaviour>,
+    /// Learns whether this node is reachable from outside.
+    pub autonat: autonat::Behaviour,
+}
+
+/// What the swarm needs to know about NAT traversal.
+#[derive(Debug, Clone)]
+pub struct NatOptions {
+    /// `Some` on a relay node: the limits for the circuits it carries.
+    pub relay_server: Option<RelayLimits>,
+    pub hole_punching: bool,
+}
+
+/// Limits a relay puts on the circuits it carries. libp2p's defaults (2 minutes, 128 KiB per
+/// circuit) cut pod traffic mid-flow, as EdgeMesh's tunnels learned (kubeedge/edgemesh#400).
+#[derive(Debug, Clone)]
+pub struct RelayLimits {
+    pub max_reservations: usize,
+    pub max_circuits: usize,
+    pub max_circuits_per_peer: usize,
+    pub reservation_duration: Duration,
+    pub max_circuit_duration: Duration,
+    /// 0 means unlimited.
+    pub max_circuit_bytes: u64,
+}
+
+impl RelayLimits {
+    fn to_config(&self) -> relay::Config {
+        relay::Config {
+            max_reservations: self.max_reservations,
+            max_reservations_per_peer: 4,
+            reservation_duration: self.reservation_duration,
+            max_circuits: self.max_circuits,
+            max_circuits_per_peer: self.max_circuits_per_peer,
+            max_circuit_duration: self.max_circuit_duration,
+            max_circuit_bytes: self.max_circuit_bytes,
+            ..Default::default()
+        }
+    }
 }
 
 fn gossipsub_config() -> gossipsub::Config {
@@ -60,7 +108,7 @@ fn yamux_config() -> yamux::Config {
     yamux::Config::default()
 }
 
-pub fn build_swarm(key: Keypair) -> anyhow::Result<Swarm<Behaviour>> {
+pub fn build_swarm(key: Keypair, nat: &NatOptions) -> anyhow::Result<Swarm<Behaviour>> {
     let swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
@@ -69,7 +117,9 @@ pub fn build_swarm(key: Keypair) -> anyhow::Result<Swarm<Behaviour>> {
             yamux_config,
         )?
         .with_quic()
-        .with_behaviour(|key| {
+        .with_relay_client(noise::Config::new, yamux_config)?
+        .with_behaviour(|key, relay_client| {
+            let peer = key.public().to_peer_id();
             let identify = identify::Behaviour::new(
                 identify::Config::new("/edgeway/1".into(), key.public())
                     .with_agent_version(format!("edgeway-agent/{}", env!("CARGO_PKG_VERSION"))),
@@ -94,6 +144,24 @@ pub fn build_swarm(key: Keypair) -> anyhow::Result<Swarm<Behaviour>> {
                 gossipsub,
                 control,
                 stream: libp2p_stream::Behaviour::new(),
+                relay_client,
+                relay_server: nat
+                    .relay_server
+                    .as_ref()
+                    .map(|limits| relay::Behaviour::new(peer, limits.to_config()))
+                    .into(),
+                dcutr: nat
+                    .hole_punching
+                    .then(|| dcutr::Behaviour::new(peer))
+                    .into(),
+                autonat: autonat::Behaviour::new(
+                    peer,
+                    autonat::Config {
+                        // Test clusters live on documentation ranges; real ones on public IPs.
+                        only_global_ips: false,
+                        ..Default::default()
+                    },
+                ),
             })
         })?
         // Connections carry pod traffic at any moment; keep them even when idle.

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::core::ConnectedPoint;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ResponseChannel};
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{autonat, dcutr, relay};
 use libp2p::{identify, ping, Multiaddr, PeerId, Swarm};
 use tokio::sync::Notify;
 
@@ -34,6 +36,8 @@ const REDIAL_EVERY: Duration = Duration::from_secs(5);
 pub struct NetworkConfig {
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
+    /// Relays to hold a reservation on (listening on `<relay>/p2p-circuit`).
+    pub relays: Vec<Multiaddr>,
     pub announce_every: Duration,
     pub node_name: String,
 }
@@ -52,6 +56,10 @@ pub struct Network {
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     awaiting_hello: HashMap<PeerId, Instant>,
     last_redial: Instant,
+    /// Open connections per peer, so a direct one can replace relayed ones.
+    connections: HashMap<PeerId, Vec<(ConnectionId, Path)>>,
+    /// Our circuit listeners, one per relay: a closed one is re-opened (re-reserved).
+    relay_listeners: HashMap<ListenerId, Multiaddr>,
 }
 
 fn now_ms() -> u64 {
@@ -97,6 +105,8 @@ impl Network {
             addrs: HashMap::new(),
             awaiting_hello: HashMap::new(),
             last_redial: Instant::now() - REDIAL_EVERY,
+            connections: HashMap::new(),
+            relay_listeners: HashMap::new(),
         }
     }
 
@@ -219,6 +229,85 @@ impl Network {
             .send_request(&peer, ControlRequest::Sync { digest });
     }
 
+    /// Listens through every relay we hold no reservation on; run again after a relay
+    /// restart or a lost connection, so the reservation comes back.
+    fn reserve_on_relays(&mut self) {
+        for relay in self.config.relays.clone() {
+            if self.relay_listeners.values().any(|r| *r == relay) {
+                continue;
+            }
+            match self
+                .swarm
+                .listen_on(relay.clone().with(Protocol::P2pCircuit))
+            {
+                Ok(id) => {
+                    self.relay_listeners.insert(id, relay);
+                }
+                Err(e) => tracing::warn!(%relay, "cannot listen through relay: {e}"),
+            }
+        }
+    }
+
+    /// Records a connection's path; a direct connection retires the relayed ones, so the
+    /// packet stream (re)opens on the direct path.
+    fn connection_opened(&mut self, peer: PeerId, id: ConnectionId, path: Path) {
+        let conns = self.connections.entry(peer).or_default();
+        conns.push((id, path));
+        if conns.iter().any(|(_, p)| *p == Path::Direct) {
+            let relayed: Vec<ConnectionId> = conns
+                .iter()
+                .filter(|(_, p)| *p == Path::Relayed)
+                .map(|(c, _)| *c)
+                .collect();
+            for c in relayed {
+                tracing::info!(%peer, "direct connection up; closing the relayed one");
+                self.swarm.close_connection(c);
+            }
+        }
+        self.refresh_path(peer);
+    }
+
+    fn connection_closed(&mut self, peer: PeerId, id: ConnectionId) {
+        if let Some(conns) = self.connections.get_mut(&peer) {
+            conns.retain(|(c, _)| *c != id);
+            if conns.is_empty() {
+                self.connections.remove(&peer);
+            }
+        }
+        self.refresh_path(peer);
+    }
+
+    /// The peer's path is direct if any direct connection is open, else relayed.
+    fn refresh_path(&mut self, peer: PeerId) {
+        let path = self.connections.get(&peer).and_then(|conns| {
+            if conns.iter().any(|(_, p)| *p == Path::Direct) {
+                Some(Path::Direct)
+            } else {
+                conns.first().map(|_| Path::Relayed)
+            }
+        });
+        let before = self.net.link(&peer).path;
+        self.net.update_link(peer, |l| l.path = path);
+        if before == path {
+            return;
+        }
+        let metrics = &self.node.metrics;
+        for p in [Path::Direct, Path::Relayed] {
+            let labels = PathLabels {
+                peer: peer.to_string(),
+                path: p.as_str(),
+            };
+            if Some(p) == path && self.net.is_member(&peer) {
+                metrics.peer_path.get_or_create(&labels).set(1);
+            } else {
+                metrics.peer_path.remove(&labels);
+            }
+        }
+        if let (Some(b), Some(a)) = (before, path) {
+            tracing::info!(%peer, from = b.as_str(), to = a.as_str(), "path changed");
+        }
+    }
+
     fn housekeeping(&mut self) {
         let now = Instant::now();
         let expired = self.net.table_mut().expire(now);
@@ -243,6 +332,7 @@ impl Network {
         }
         if now.duration_since(self.last_redial) >= REDIAL_EVERY {
             self.last_redial = now;
+            self.reserve_on_relays();
             self.redial();
         }
     }
@@ -287,20 +377,31 @@ impl Network {
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                // A relay is public by definition, and libp2p's relay refuses reservations
+                // until it knows an external address of its own.
+                let concrete = !address.iter().any(|p| match p {
+                    Protocol::Ip4(ip) => ip.is_loopback() || ip.is_unspecified(),
+                    Protocol::Ip6(ip) => ip.is_loopback() || ip.is_unspecified(),
+                    Protocol::P2pCircuit => true,
+                    _ => false,
+                });
+                if self.swarm.behaviour().relay_server.is_enabled() && concrete {
+                    self.swarm.add_external_address(address);
+                }
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
             } => {
-                let path = path_of(&endpoint);
                 self.net.update_link(peer_id, |l| {
-                    if l.path != Some(Path::Direct) {
-                        l.path = Some(path);
-                    }
                     l.remote_addr = Some(endpoint.get_remote_address().to_string());
                 });
+                self.connection_opened(peer_id, connection_id, path_of(&endpoint));
                 if num_established.get() == 1 {
                     self.awaiting_hello.insert(peer_id, Instant::now());
                     let hello = ControlRequest::Hello {
@@ -315,21 +416,63 @@ impl Network {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                self.awaiting_hello.remove(&peer_id);
-                if self.net.set_member(peer_id, false) {
-                    tracing::info!(peer = %peer_id, "member disconnected");
+                self.connection_closed(peer_id, connection_id);
+                if num_established == 0 {
+                    self.awaiting_hello.remove(&peer_id);
+                    if self.net.set_member(peer_id, false) {
+                        tracing::info!(peer = %peer_id, "member disconnected");
+                    }
+                    self.net.drop_link(&peer_id);
+                    self.node.metrics.peers.set(self.net.member_count() as i64);
                 }
-                self.net.drop_link(&peer_id);
-                for path in [Path::Direct, Path::Relayed] {
-                    self.node.metrics.peer_path.remove(&PathLabels {
-                        peer: peer_id.to_string(),
-                        path: path.as_str(),
-                    });
+            }
+            SwarmEvent::NewExternalAddrCandidate { address } => {
+                tracing::debug!(%address, "external address candidate");
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::debug!(%address, "external address confirmed");
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                if let Some(relay) = self.relay_listeners.remove(&listener_id) {
+                    tracing::warn!(%relay, ?reason, "lost the reservation on a relay; will re-reserve");
                 }
-                self.node.metrics.peers.set(self.net.member_count() as i64);
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                if let Some(relay) = self.relay_listeners.get(&listener_id) {
+                    tracing::warn!(%relay, "relay listener error: {error}");
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
+                relay::client::Event::ReservationReqAccepted {
+                    relay_peer_id,
+                    renewal: false,
+                    ..
+                },
+            )) => {
+                tracing::info!(relay = %relay_peer_id, "reserved a slot on the relay");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => match result {
+                Ok(_) => tracing::info!(peer = %remote_peer_id, "hole punched: direct connection"),
+                Err(e) => {
+                    tracing::info!(peer = %remote_peer_id, "hole punching failed, staying relayed: {e}")
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged {
+                old,
+                new,
+            })) => {
+                tracing::info!(?old, ?new, "reachability changed");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, "outgoing connection failed: {error}");
@@ -393,6 +536,20 @@ impl Network {
             })) => {
                 for addr in info.listen_addrs {
                     self.swarm.add_peer_address(peer_id, addr);
+                }
+                // A relay sees us from outside our NAT: that address is what a peer must
+                // aim at when hole punching.
+                let from_relay = self.config.relays.iter().any(|r| {
+                    r.iter()
+                        .any(|p| matches!(p, Protocol::P2p(id) if id == peer_id))
+                });
+                if from_relay
+                    && !info
+                        .observed_addr
+                        .iter()
+                        .any(|p| matches!(p, Protocol::P2pCircuit))
+                {
+                    self.swarm.add_external_address(info.observed_addr);
                 }
             }
             _ => {}
