@@ -534,22 +534,9 @@ impl Network {
                 info,
                 ..
             })) => {
+                tracing::debug!(peer = %peer_id, observed = %info.observed_addr, "identified");
                 for addr in info.listen_addrs {
                     self.swarm.add_peer_address(peer_id, addr);
-                }
-                // A relay sees us from outside our NAT: that address is what a peer must
-                // aim at when hole punching.
-                let from_relay = self.config.relays.iter().any(|r| {
-                    r.iter()
-                        .any(|p| matches!(p, Protocol::P2p(id) if id == peer_id))
-                });
-                if from_relay
-                    && !info
-                        .observed_addr
-                        .iter()
-                        .any(|p| matches!(p, Protocol::P2pCircuit))
-                {
-                    self.swarm.add_external_address(info.observed_addr);
                 }
             }
             _ => {}
