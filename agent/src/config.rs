@@ -259,20 +259,40 @@ impl Config {
                 format!("{} is not in 1..=3600", self.p2p.announce_interval_secs),
             );
         }
+        let r = &self.relay;
+        if r.max_circuit_duration_secs == 0 || r.max_circuit_duration_secs > u64::from(u32::MAX) {
+            return invalid(
+                "relay.maxCircuitDurationSecs",
+                format!("{} is not in 1..=4294967295", r.max_circuit_duration_secs),
+            );
+        }
+        if r.reservation_duration_secs < 60 {
+            return invalid(
+                "relay.reservationDurationSecs",
+                format!("{} is below 60", r.reservation_duration_secs),
+            );
+        }
+        if r.max_reservations == 0 || r.max_circuits == 0 || r.max_circuits_per_peer == 0 {
+            return invalid(
+                "relay",
+                "maxReservations, maxCircuits and maxCircuitsPerPeer must be above 0".into(),
+            );
+        }
         for (field, list) in [
             ("p2p.listen", &self.p2p.listen),
             ("p2p.bootstrap", &self.p2p.bootstrap),
+            ("p2p.relays", &self.p2p.relays),
         ] {
             for a in list {
                 let addr: libp2p::Multiaddr = a.parse().map_err(|e| ConfigError::Invalid {
                     field,
                     reason: format!("{a:?} is not a multiaddr: {e}"),
                 })?;
-                // Without the peer ID the dialer cannot tell it reached the right agent.
+                // A circuit through a relay names the relay, so its address needs the peer ID.
                 let has_peer = addr
                     .iter()
                     .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)));
-                if field != "p2p.listen" && !has_peer {
+                if field == "p2p.relays" && !has_peer {
                     return invalid(field, format!("{a:?} lacks /p2p/<peer id>"));
                 }
             }
@@ -328,9 +348,18 @@ mod tests {
             ("[p2p]\nclusterSecret = \"x\"", "clusterSecret"),
             ("[p2p]\nlisten = [\"/ip4/1.2.3.4/tcpx/1\"]", "p2p.listen"),
             (
-                "[p2p]\nbootstrap = [\"/ip4/198.51.100.1/tcp/7333\"]",
+                "[p2p]\nbootstrap = [\"/ip4/198.51.100.1/tcpp/7333\"]",
                 "p2p.bootstrap",
             ),
+            (
+                "[p2p]\nrelays = [\"/ip4/203.0.113.1/udp/7333/quic-v1\"]",
+                "p2p.relays",
+            ),
+            (
+                "[relay]\nmaxCircuitDurationSecs = 0",
+                "relay.maxCircuitDurationSecs",
+            ),
+            ("[relay]\nmaxCircuits = 0", "relay"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(field), "{text:?}: {e}");

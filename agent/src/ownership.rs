@@ -7,8 +7,6 @@
 //! each time), so peers that are not directly connected stay alive as long as that
 //! interval plus the gossip spread stays below the grace period.
 
-#![allow(dead_code)] // used by the p2p layer, which lands next
-
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -320,6 +318,7 @@ impl OwnershipTable {
         gone
     }
 
+    #[cfg(test)]
     /// Forget a peer at once (e.g. it failed authentication). Its current seq stays stale
     /// here for a while; its next announcement (a higher seq) is accepted again.
     pub fn forget(&mut self, peer: &str) -> Vec<IpAddr> {
@@ -401,16 +400,19 @@ impl OwnershipTable {
         Some(&self.entry(slot).announcement)
     }
 
+    #[cfg(test)]
     /// Known peers, the local one included.
     pub fn len_peers(&self) -> usize {
         self.by_id.len()
     }
 
+    #[cfg(test)]
     /// Distinct pod IPs with an owner.
     pub fn len_pods(&self) -> usize {
         self.index.len()
     }
 
+    #[cfg(test)]
     /// IPs claimed by more than one peer: a sign of IPAM reuse or of a stale peer.
     pub fn len_conflicts(&self) -> usize {
         self.index
@@ -627,6 +629,7 @@ impl LocalAnnouncer {
         self.last_seq = self.last_seq.max(seq);
     }
 
+    #[cfg(test)]
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }

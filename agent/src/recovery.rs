@@ -59,8 +59,10 @@ pub fn replay_pending_dels(
     let (records, _) = store.list_records()?;
     for d in pending {
         let current = records.iter().find(|r| r.key() == d.key);
+        // Without a generation the DEL never saw a record: whatever record exists now came
+        // from a later ADD and stays.
         let stale_record =
-            current.filter(|r| d.generation.as_deref().is_none_or(|g| g == r.generation));
+            current.filter(|r| d.generation.as_deref().is_some_and(|g| g == r.generation));
         let held: HashSet<IpAddr> = records
             .iter()
             .filter(|r| stale_record.is_none_or(|s| s.key() != r.key()))

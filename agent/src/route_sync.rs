@@ -57,9 +57,17 @@ pub async fn run(
         }
         let desired = desired_routes(&net, &policy);
         match routes.reconcile(&desired).await {
-            Ok((added, removed)) => {
-                if added + removed > 0 {
-                    tracing::info!(added, removed, total = desired.len(), "route table updated");
+            Ok(done) => {
+                if done.added + done.removed > 0 {
+                    tracing::info!(
+                        added = done.added,
+                        removed = done.removed,
+                        total = desired.len(),
+                        "route table updated"
+                    );
+                }
+                for e in &done.failures {
+                    tracing::warn!("route table: {e}");
                 }
                 metrics.routes.set(desired.len() as i64);
             }

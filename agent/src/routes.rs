@@ -54,6 +54,14 @@ pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
+/// What one reconcile changed, and what it could not.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    pub added: usize,
+    pub removed: usize,
+    pub failures: Vec<RouteError>,
+}
+
 /// What to add and what to remove to turn `actual` into `desired`.
 pub fn diff(
     desired: &BTreeSet<IpNetwork>,
@@ -166,24 +174,34 @@ impl RouteTable {
     }
 
     /// Makes the table hold exactly `desired`; returns (added, removed).
-    pub async fn reconcile(
-        &self,
-        desired: &BTreeSet<IpNetwork>,
-    ) -> Result<(usize, usize), RouteError> {
+    /// Deletes go first and one failing route never stops the others: a route that cannot
+    /// be added (IPv6 off on the TUN, say) must not keep a deleted pod's route alive.
+    pub async fn reconcile(&self, desired: &BTreeSet<IpNetwork>) -> Result<Reconciled, RouteError> {
         let actual = self.list().await?;
         let (add, del) = diff(desired, &actual);
-        for dst in &add {
-            self.add(*dst).await?;
-        }
+        let mut done = Reconciled::default();
         for dst in &del {
-            self.delete(*dst).await?;
+            match self.delete(*dst).await {
+                Ok(()) => done.removed += 1,
+                Err(e) => done.failures.push(e),
+            }
         }
-        Ok((add.len(), del.len()))
+        for dst in &add {
+            match self.add(*dst).await {
+                Ok(()) => done.added += 1,
+                Err(e) => done.failures.push(e),
+            }
+        }
+        Ok(done)
     }
 
     /// Removes every route edgeway owns in the table: at clean shutdown, and at start after a crash.
     pub async fn flush(&self) -> Result<usize, RouteError> {
-        Ok(self.reconcile(&BTreeSet::new()).await?.1)
+        let done = self.reconcile(&BTreeSet::new()).await?;
+        match done.failures.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(done.removed),
+        }
     }
 }
 

@@ -180,6 +180,10 @@ impl Store {
         write_json_atomic(&self.pending_path(&d.key), d)
     }
 
+    pub fn read_pending_del(&self, key: &AttachmentKey) -> Result<Option<PendingDel>, StoreError> {
+        read_json(&self.pending_path(key))
+    }
+
     pub fn list_pending_dels(&self) -> Result<(Vec<PendingDel>, Vec<CorruptFile>), StoreError> {
         let (list, corrupt) = list_json::<PendingDel>(&self.dir.join(PENDING_DEL))?;
         Ok((list.into_iter().map(|(_, d)| d).collect(), corrupt))

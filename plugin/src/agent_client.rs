@@ -171,8 +171,11 @@ impl AgentClient {
 
     /// Returns the attachment the agent had, if any.
     pub fn unregister(&self, key: &AttachmentKey) -> Result<Option<Attachment>, AgentError> {
-        // Both parts are validated to hold no '/', so they are safe as path segments.
-        let path = format!("{ATTACHMENTS_PATH}/{}/{}", key.container_id, key.ifname);
+        let path = format!(
+            "{ATTACHMENTS_PATH}/{}/{}",
+            path_segment(&key.container_id),
+            path_segment(&key.ifname)
+        );
         let body = self.send("DELETE", &path, None)?;
         // An older agent may answer without the attachment: treat that as unknown.
         Ok(serde_json::from_slice::<UnregisterResponse>(&body)
@@ -351,7 +354,8 @@ fn decode_chunked(mut rest: &[u8]) -> Result<Option<Vec<u8>>, ParseError> {
             }
             return Ok(find(rest, b"\r\n\r\n").map(|_| out));
         }
-        if out.len() + size > MAX_BODY {
+        // Compared this way round so a huge chunk size cannot overflow.
+        if size > MAX_BODY - out.len() {
             return Err(ParseError::TooLarge);
         }
         if rest.len() < size + 2 {
@@ -365,8 +369,29 @@ fn decode_chunked(mut rest: &[u8]) -> Result<Option<Vec<u8>>, ParseError> {
     }
 }
 
+/// Percent-encodes a path segment: interface names may hold `%`, `?` or `#`.
+fn path_segment(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(path_segment("eth0"), "eth0");
+        assert_eq!(path_segment("net?1"), "net%3F1");
+        assert_eq!(path_segment("e%74h0"), "e%2574h0");
+        assert_eq!(path_segment("a#b@c"), "a%23b%40c");
+    }
+
     use super::*;
 
     fn done(raw: &[u8]) -> Response {

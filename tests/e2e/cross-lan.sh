@@ -91,14 +91,17 @@ in_ns b1-pb1 ping -6 -c 3 -i 0.2 -W 2 "$PA1_6" >/dev/null || fail "pb1 cannot pi
 
 transfer a1-pa1 b1-pb1 "$PB1"
 transfer b1-pb1 a1-pa1 "$PA1"
+# The counters the next checks compare must be live: the transfers went through them.
+[ "$(metric a1 'edgeway_tunnel_packets_total\{.*direction="rx"')" -gt 10000 ] || fail "a1's rx packet counter did not count the transfer"
+[ "$(metric b1 'edgeway_tunnel_packets_total\{.*direction="tx"')" -gt 10000 ] || fail "b1's tx packet counter did not count the transfer"
 
 log "same-LAN traffic stays native"
-before_a1=$(metric a1 '^edgeway_tunnel_packets_total$')
-before_a2=$(metric a2 '^edgeway_tunnel_packets_total$')
+before_a1=$(metric a1 '^edgeway_tunnel_packets_total\{')
+before_a2=$(metric a2 '^edgeway_tunnel_packets_total\{')
 in_ns a1-pa1 ping -c 5 -i 0.2 -W 2 "$PA2" >/dev/null || fail "pa1 cannot ping same-LAN pa2"
 in_ns a2-pa2 ping -c 5 -i 0.2 -W 2 "$PA1" >/dev/null || fail "pa2 cannot ping same-LAN pa1"
-[ "$(metric a1 '^edgeway_tunnel_packets_total$')" = "$before_a1" ] || fail "a1 tunnel counters moved on same-LAN traffic"
-[ "$(metric a2 '^edgeway_tunnel_packets_total$')" = "$before_a2" ] || fail "a2 tunnel counters moved on same-LAN traffic"
+[ "$(metric a1 '^edgeway_tunnel_packets_total\{')" = "$before_a1" ] || fail "a1 tunnel counters moved on same-LAN traffic"
+[ "$(metric a2 '^edgeway_tunnel_packets_total\{')" = "$before_a2" ] || fail "a2 tunnel counters moved on same-LAN traffic"
 
 log "a spoofed source is dropped and counted"
 # b1 sends from an address no agent owns, through its own edgeway table.

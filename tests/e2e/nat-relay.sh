@@ -40,11 +40,12 @@ for n in a1 b1; do
   mkdir -p "$EW_TMP/$n"
   printf 'relays = ["%s"]\n' "$R_QUIC" > "$EW_TMP/$n/extra.toml"
 done
-# The extra lines land under [p2p], the last table agent_start writes.
+# The extra lines land under [p2p], the last table agent_start writes. The bootstrap
+# address has no peer ID: whoever answers there must still prove membership.
 write_conflist a1 10.244.1.0/24
 write_conflist b1 10.244.3.0/24
-agent_start a1 lan-a secret 0.0.0.0 "$R_QUIC"
-agent_start b1 lan-b secret 0.0.0.0 "$R_QUIC"
+agent_start a1 lan-a secret 0.0.0.0 /ip4/203.0.113.10/tcp/7333
+agent_start b1 lan-b secret 0.0.0.0 /ip4/203.0.113.10/tcp/7333
 
 PA=$(pod_add a1 pa)
 PB=$(pod_add b1 pb)

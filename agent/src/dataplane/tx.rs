@@ -18,6 +18,8 @@ use crate::netstate::NetState;
 /// Frames are gathered up to this many bytes before one write.
 const BATCH_BYTES: usize = 64 * 1024;
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// A link with no packet for this long closes; the next packet opens a new one.
+const LINK_IDLE: Duration = Duration::from_secs(60);
 
 pub async fn pump_tun_to_peers(
     tun: Arc<AsyncDevice>,
@@ -53,7 +55,7 @@ pub async fn pump_tun_to_peers(
             metrics.drop_packet(drop_reason::NO_OWNER);
             continue;
         };
-        let tx = links.entry(peer).or_insert_with(|| {
+        let spawn = || {
             let (tx, rx) = mpsc::channel(queue_len);
             tokio::spawn(run_link(
                 peer,
@@ -62,15 +64,22 @@ pub async fn pump_tun_to_peers(
                 metrics.clone(),
             ));
             tx
-        });
-        match tx.try_send(pkt.to_vec()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => metrics.drop_packet(drop_reason::QUEUE_FULL),
-            Err(TrySendError::Closed(_)) => {
-                links.remove(&peer);
-                metrics.drop_packet(drop_reason::LINK_DOWN);
+        };
+        let tx = links.entry(peer).or_insert_with(spawn);
+        let pkt = match tx.try_send(pkt.to_vec()) {
+            Ok(()) => continue,
+            Err(TrySendError::Full(_)) => {
+                metrics.drop_packet(drop_reason::QUEUE_FULL);
+                continue;
             }
+            // The link ended after idling: start a new one for this packet.
+            Err(TrySendError::Closed(pkt)) => pkt,
+        };
+        let tx = spawn();
+        if tx.try_send(pkt).is_err() {
+            metrics.drop_packet(drop_reason::LINK_DOWN);
         }
+        links.insert(peer, tx);
     }
 }
 
@@ -83,19 +92,26 @@ async fn run_link(
 ) {
     let (packets, bytes): (Counter, Counter) = metrics.traffic(&peer.to_string(), Direction::Tx);
     let mut out = Vec::with_capacity(BATCH_BYTES + frame::MAX_PACKET + 2);
+    let mut last_packet = tokio::time::Instant::now();
     'reopen: loop {
+        // A peer nobody sends to is not worth a connection: a departed node is not
+        // redialled forever.
+        if last_packet.elapsed() > LINK_IDLE {
+            return;
+        }
         let mut sink = match transport.open(peer).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(%peer, transport = transport.name(), "cannot open packet channel: {e}");
-                if !drain_while_down(&mut rx, &metrics).await {
+                if !drain_while_down(&mut rx, &metrics, &mut last_packet).await {
                     return;
                 }
                 continue 'reopen;
             }
         };
         tracing::debug!(%peer, transport = transport.name(), "packet channel open");
-        while let Some(first) = rx.recv().await {
+        while let Ok(Some(first)) = tokio::time::timeout(LINK_IDLE, rx.recv()).await {
+            last_packet = tokio::time::Instant::now();
             out.clear();
             let mut count = 0u64;
             let mut payload = 0u64;
@@ -128,14 +144,21 @@ async fn run_link(
 
 /// Drops what is queued while the peer is unreachable, then waits before a retry.
 /// Returns false when the link is no longer wanted.
-async fn drain_while_down(rx: &mut mpsc::Receiver<Vec<u8>>, metrics: &Metrics) -> bool {
+async fn drain_while_down(
+    rx: &mut mpsc::Receiver<Vec<u8>>,
+    metrics: &Metrics,
+    last_packet: &mut tokio::time::Instant,
+) -> bool {
     let deadline = tokio::time::sleep(RETRY_AFTER);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             _ = &mut deadline => return true,
             pkt = rx.recv() => match pkt {
-                Some(_) => metrics.drop_packet(drop_reason::LINK_DOWN),
+                Some(_) => {
+                    *last_packet = tokio::time::Instant::now();
+                    metrics.drop_packet(drop_reason::LINK_DOWN);
+                }
                 None => return false,
             },
         }

@@ -117,6 +117,8 @@ pub fn build_swarm(key: Keypair, nat: &NatOptions) -> anyhow::Result<Swarm<Behav
             yamux_config,
         )?
         .with_quic()
+        // Bootstrap peers and relays may be given by DNS name (`/dns/relay.example.com/...`).
+        .with_dns()?
         .with_relay_client(noise::Config::new, yamux_config)?
         .with_behaviour(|key, relay_client| {
             let peer = key.public().to_peer_id();

@@ -30,6 +30,8 @@ use crate::ownership::{ApplyOutcome, LocalAnnouncer, PodClaim};
 
 /// A peer that has not proved membership this long after connecting is dropped.
 const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+/// How far ahead of our clock an announcement may be dated (clock skew between nodes).
+const MAX_CLOCK_AHEAD_MS: u64 = 5 * 60 * 1000;
 /// Bootstrap peers and known members we are not connected to are redialled this often.
 const REDIAL_EVERY: Duration = Duration::from_secs(5);
 
@@ -60,6 +62,8 @@ pub struct Network {
     connections: HashMap<PeerId, Vec<(ConnectionId, Path)>>,
     /// Our circuit listeners, one per relay: a closed one is re-opened (re-reserved).
     relay_listeners: HashMap<ListenerId, Multiaddr>,
+    /// Who answered at each bootstrap address given without a peer ID.
+    bootstrap_peers: HashMap<Multiaddr, PeerId>,
 }
 
 fn now_ms() -> u64 {
@@ -107,6 +111,7 @@ impl Network {
             last_redial: Instant::now() - REDIAL_EVERY,
             connections: HashMap::new(),
             relay_listeners: HashMap::new(),
+            bootstrap_peers: HashMap::new(),
         }
     }
 
@@ -340,10 +345,14 @@ impl Network {
     /// Keeps a connection to every bootstrap peer and every member that owns pods.
     fn redial(&mut self) {
         for addr in self.config.bootstrap.clone() {
-            let peer = addr.iter().find_map(|p| match p {
-                Protocol::P2p(id) => Some(id),
-                _ => None,
-            });
+            // Without /p2p/ in the config, the peer is the one we reached there before.
+            let peer = addr
+                .iter()
+                .find_map(|p| match p {
+                    Protocol::P2p(id) => Some(id),
+                    _ => None,
+                })
+                .or_else(|| self.bootstrap_peers.get(&addr).copied());
             if peer.is_some_and(|p| self.swarm.is_connected(&p)) {
                 continue;
             }
@@ -401,6 +410,16 @@ impl Network {
                 self.net.update_link(peer_id, |l| {
                     l.remote_addr = Some(endpoint.get_remote_address().to_string());
                 });
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    // The swarm may have appended /p2p/<id> to what we dialled.
+                    let mut dialled = address.clone();
+                    if matches!(dialled.iter().last(), Some(Protocol::P2p(_))) {
+                        dialled.pop();
+                    }
+                    if self.config.bootstrap.contains(&dialled) {
+                        self.bootstrap_peers.insert(dialled, peer_id);
+                    }
+                }
                 self.connection_opened(peer_id, connection_id, path_of(&endpoint));
                 if num_established.get() == 1 {
                     self.awaiting_hello.insert(peer_id, Instant::now());
@@ -427,6 +446,9 @@ impl Network {
                         tracing::info!(peer = %peer_id, "member disconnected");
                     }
                     self.net.drop_link(&peer_id);
+                    self.node.metrics.peer_rtt.remove(&PeerLabels {
+                        peer: peer_id.to_string(),
+                    });
                     self.node.metrics.peers.set(self.net.member_count() as i64);
                 }
             }
@@ -506,14 +528,15 @@ impl Network {
                 ..
             })) => {
                 self.net.update_link(peer, |l| l.rtt = Some(rtt));
-                self.node
-                    .metrics
-                    .peer_rtt
-                    .get_or_create(&PeerLabels {
-                        peer: peer.to_string(),
-                    })
-                    .set(rtt.as_secs_f64());
+                // Members only: a stranger cycling peer IDs must not grow /metrics.
                 if self.net.is_member(&peer) {
+                    self.node
+                        .metrics
+                        .peer_rtt
+                        .get_or_create(&PeerLabels {
+                            peer: peer.to_string(),
+                        })
+                        .set(rtt.as_secs_f64());
                     self.net
                         .table_mut()
                         .peer_seen(&peer.to_string(), Instant::now());
@@ -656,6 +679,13 @@ impl Network {
                 return MessageAcceptance::Reject;
             }
         };
+        // Conflicts go to the newest claim, and the author picks its own timestamps: one far
+        // in the future would win every address. Refuse clocks that run ahead.
+        if announcement.seq > now_ms().saturating_add(MAX_CLOCK_AHEAD_MS) {
+            tracing::warn!(peer = %author, seq = announcement.seq, "announcement is dated in the future; refused");
+            count(&self.node, "refused");
+            return MessageAcceptance::Reject;
+        }
         let peer_key = announcement.peer_id.clone();
         let outcome = self.net.table_mut().apply(announcement, Instant::now());
         match outcome {

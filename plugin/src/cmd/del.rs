@@ -95,7 +95,7 @@ pub fn run(conf: &NetConf, c: &ContainerEnv) {
         warn(format!("DEL {}: {e}; queued for the agent", c.container_id));
     }
     if told.is_err() || !ok {
-        let pending = PendingDel {
+        let mut pending = PendingDel {
             key,
             generation,
             ips: ips.into_iter().filter(|ip| !held.contains(ip)).collect(),
@@ -103,6 +103,15 @@ pub fn run(conf: &NetConf, c: &ContainerEnv) {
             priority,
             queued_unix: now_unix(),
         };
+        // A repeated DEL must not erase what an earlier one queued (its generation above all).
+        if let Ok(Some(earlier)) = store.read_pending_del(&pending.key) {
+            pending.generation = pending.generation.or(earlier.generation);
+            for ip in earlier.ips {
+                if !pending.ips.contains(&ip) {
+                    pending.ips.push(ip);
+                }
+            }
+        }
         if let Err(e) = store.queue_pending_del(&pending) {
             warn(format!(
                 "DEL {}: cannot queue for the agent: {e}",
