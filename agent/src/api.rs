@@ -89,6 +89,20 @@ async fn register(
             format!("invalid attachment: {reason}"),
         );
     }
+    // The plugin writes the record before it registers. Anything else reaching the socket
+    // (a member of api.group, say) cannot make the node announce addresses it never set up.
+    match node.store.read_record(&a.key()) {
+        Ok(Some(r)) if r == a => {}
+        Ok(_) => {
+            return error(
+                &node,
+                EP,
+                StatusCode::CONFLICT,
+                "no matching attachment record under stateDir",
+            )
+        }
+        Err(e) => return error(&node, EP, StatusCode::CONFLICT, e.to_string()),
+    }
     let change = node.registry().upsert(a.clone());
     node.registry_changed();
     if change == Change::Added {

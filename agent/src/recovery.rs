@@ -20,6 +20,8 @@ pub struct Report {
     pub removed_rules: usize,
     pub readded_rules: usize,
     pub corrupt: Vec<CorruptFile>,
+    /// Repairs that failed; retried on the next pass and shown on `/readyz`.
+    pub failures: Vec<String>,
 }
 
 impl Report {
@@ -77,15 +79,25 @@ pub fn replay_pending_dels(
                 priority: d.priority,
             })
             .collect();
-        if let Some(r) = stale_record {
-            targets.extend(rules_of(r));
-            store.remove_record(&r.key())?;
+        // One entry that cannot be replayed stays queued for the next pass and does not
+        // hold up the others.
+        let replayed = (|| -> Result<(), RecoveryError> {
+            if let Some(r) = stale_record {
+                targets.extend(rules_of(r));
+                store.remove_record(&r.key())?;
+            }
+            for rule in targets.into_iter().filter(|r| !held.contains(&r.ip)) {
+                rules::delete(sock, rule)?;
+            }
+            store.remove_pending_del(&d.key)?;
+            Ok(())
+        })();
+        match replayed {
+            Ok(()) => report.replayed_dels += 1,
+            Err(e) => report
+                .failures
+                .push(format!("queued DEL of {}: {e}", d.key.container_id)),
         }
-        for rule in targets.into_iter().filter(|r| !held.contains(&r.ip)) {
-            rules::delete(sock, rule)?;
-        }
-        store.remove_pending_del(&d.key)?;
-        report.replayed_dels += 1;
     }
     Ok(())
 }
@@ -107,20 +119,26 @@ pub fn reconcile_rules(
     for a in records {
         let present = rules_of(&a).filter(|r| installed.contains(r)).count();
         if present == 0 && drop_ruleless {
-            store.remove_record(&a.key())?;
-            report.dropped_records += 1;
+            match store.remove_record(&a.key()) {
+                Ok(()) => report.dropped_records += 1,
+                Err(e) => report.failures.push(e.to_string()),
+            }
             continue;
         }
         for rule in rules_of(&a).filter(|r| !installed.contains(r)) {
-            rules::add(sock, rule)?;
-            report.readded_rules += 1;
+            match rules::add(sock, rule) {
+                Ok(()) => report.readded_rules += 1,
+                Err(e) => report.failures.push(e.to_string()),
+            }
         }
         kept.push(a);
     }
     let claimed: HashSet<PodRule> = kept.iter().flat_map(rules_of).collect();
     for rule in installed.difference(&claimed) {
-        rules::delete(sock, *rule)?;
-        report.removed_rules += 1;
+        match rules::delete(sock, *rule) {
+            Ok(()) => report.removed_rules += 1,
+            Err(e) => report.failures.push(e.to_string()),
+        }
     }
     Ok(kept)
 }

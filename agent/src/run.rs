@@ -104,7 +104,10 @@ async fn maintain(node: Arc<Node>, every: Duration) {
     };
     loop {
         match reconcile(&node, &mut rules, true).await {
-            Ok(()) => break,
+            Ok(failures) => {
+                node.set_problems(failures);
+                break;
+            }
             Err(e) => {
                 tracing::error!("recovery failed, retrying: {e:#}");
                 node.set_problems(vec![format!("recovery failed: {e:#}")]);
@@ -118,7 +121,10 @@ async fn maintain(node: Arc<Node>, every: Duration) {
     loop {
         tick.tick().await;
         let problems = match reconcile(&node, &mut rules, false).await {
-            Ok(()) => state_dir_problems(&node.store),
+            Ok(mut failures) => {
+                failures.extend(state_dir_problems(&node.store));
+                failures
+            }
             Err(e) => vec![format!("resync failed: {e:#}")],
         };
         node.set_problems(problems);
@@ -148,7 +154,7 @@ async fn reconcile(
     node: &Node,
     rules: &mut edgeway_common::rules::RuleSocket,
     startup: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
     let store = &node.store;
     let mut report = recovery::Report::default();
     let changed = with_exclusive_lock(store, async || {
@@ -187,7 +193,10 @@ async fn reconcile(
             }
         );
     }
-    Ok(())
+    for f in &report.failures {
+        tracing::warn!("repair failed, will retry: {f}");
+    }
+    Ok(report.failures)
 }
 
 /// A state dir the plugin cannot write to means ADDs fail: report it on /readyz.

@@ -113,6 +113,10 @@ fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
 }
 
+/// Longest container ID accepted: record file names (`<id>@<ifname>.json` plus a temp
+/// suffix) must stay under the 255-byte file name limit. Runtimes use 64 hex digits.
+pub const MAX_CONTAINER_ID: usize = 200;
+
 /// The CNI spec's rule for container IDs: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`.
 pub fn validate_container_id(id: &str) -> Result<(), String> {
     let mut chars = id.chars();
@@ -121,8 +125,8 @@ pub fn validate_container_id(id: &str) -> Result<(), String> {
         Some(c) if !c.is_ascii_alphanumeric() => Err(format!(
             "containerID {id:?} must start with a letter or digit"
         )),
-        _ if !chars.all(is_id_char) || id.len() > 1024 => Err(format!(
-            "containerID {id:?} may hold only letters, digits, '_', '.' and '-'"
+        _ if !chars.all(is_id_char) || id.len() > MAX_CONTAINER_ID => Err(format!(
+            "containerID {id:?} may hold only letters, digits, '_', '.' and '-', at most {MAX_CONTAINER_ID} of them"
         )),
         _ => Ok(()),
     }
