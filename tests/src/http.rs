@@ -25,13 +25,27 @@ impl Response {
 
 /// `GET path` on the socket, with `Connection: close` so the body ends at EOF.
 pub fn get(socket: &Path, path: &str) -> io::Result<Response> {
+    request(socket, "GET", path, None)
+}
+
+/// Any request, with an optional JSON body.
+pub fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> io::Result<Response> {
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let body = body.unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: edgeway-agent\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: edgeway-agent\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
     )?;
+    stream.write_all(body)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse_response(&raw)
