@@ -80,12 +80,30 @@ echo "Pod-to-pod connectivity (ping by pod IP; path; average RTT):"
 printf '%-14s' "from \\ to"
 for t in c1 c2 e1 e2; do printf '%-26s' "pod-$t ${POD[$t]}"; done
 echo
+# The first packet to a peer may have to wait for its connection; give each pair a few
+# seconds (bounded) before measuring.
+reachable() {
+  local i
+  for i in $(seq 1 20); do
+    in_ns "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1 && return 0
+  done
+  return 1
+}
+FAILED=0
 for f in c1 c2 e1 e2; do
   printf '%-14s' "pod-$f"
   for t in c1 c2 e1 e2; do
     if [ "$f" = "$t" ]; then printf '%-26s' "-"; continue; fi
-    rtt=$(in_ns "$f-pod-$f" ping -c 3 -i 0.2 -W 2 "${POD[$t]}" 2>/dev/null | awk -F/ '/rtt/ {print $5}')
-    if [ -n "$rtt" ]; then printf '%-26s' "ok $(path_of "$f" "$t") ${rtt}ms"; else printf '%-26s' "FAIL"; fi
+    rtt=""
+    if reachable "$f-pod-$f" "${POD[$t]}"; then
+      rtt=$(in_ns "$f-pod-$f" ping -c 3 -i 0.2 -W 2 "${POD[$t]}" 2>/dev/null | awk -F/ '/rtt/ {print $5}') || true
+    fi
+    if [ -n "$rtt" ]; then
+      printf '%-26s' "ok $(path_of "$f" "$t") ${rtt}ms"
+    else
+      printf '%-26s' "FAIL"
+      FAILED=1
+    fi
   done
   echo
 done
@@ -94,11 +112,17 @@ echo
 echo "Transfer speed, pod-c1 -> pod-e1 across LANs (iperf3, 3 s):"
 in_ns e1-pod-e1 iperf3 -s -1 -D >/dev/null 2>&1
 sleep 0.5
-in_ns c1-pod-c1 iperf3 -c "${POD[e1]}" -t 3 -f m 2>/dev/null | awk '/receiver/ {print "  " $7, $8}'
+in_ns c1-pod-c1 iperf3 -c "${POD[e1]}" -t 3 -f m 2>/dev/null | awk '/receiver/ {print "  " $7, $8}' ||
+  echo "  iperf3 failed"
 
 echo
 echo "Status of e1 (edgeway-agent status):"
 "$EW_BIN/edgeway-agent" status --socket "$EW_TMP/e1/agent.sock"
+
+if [ "$FAILED" = 1 ]; then
+  echo "some pods could not reach each other; agent logs are in $EW_TMP" >&2
+  [ "$KEEP" = 1 ] || exit 1
+fi
 
 if [ "$KEEP" = 1 ]; then
   echo
