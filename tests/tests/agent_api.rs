@@ -3,7 +3,7 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use edgeway_integration_tests::http;
-use edgeway_integration_tests::world::{sandbox_ipv4, World};
+use edgeway_integration_tests::world::World;
 
 /// The socket is a root-only 0600 socket: no other user can register pods.
 #[test]
@@ -61,35 +61,4 @@ fn bad_requests_get_4xx_with_a_reason() {
         .unwrap()
         .is_empty());
     assert_eq!(http::get(&sock, "/healthz").unwrap().status, 200);
-}
-
-/// CHECK fails clearly when the attachment record is gone, even with the rule in place.
-#[test]
-fn check_fails_when_the_record_is_gone() {
-    let w = World::with_agent();
-    let list = w.bridge_conflist("1.0.0");
-    let pod = w.pod(1);
-    let c = &pod.container;
-    let result = w
-        .runner()
-        .add(&list, c)
-        .unwrap_or_else(|f| panic!("ADD: {f}"))
-        .result();
-    let ip = sandbox_ipv4(&result, "eth0");
-    w.assert_attached(&pod, &ip);
-    std::fs::remove_file(w.record_path(c)).expect("remove the record");
-    let failure = w
-        .runner()
-        .check(&list, c, &result)
-        .expect_err("CHECK must fail without the record");
-    let err = failure.failed().json();
-    assert_eq!(err["code"], 103, "{err}");
-    assert!(
-        err["msg"].as_str().is_some_and(|m| m.contains("record")),
-        "{err}"
-    );
-    w.runner()
-        .del(&list, c, Some(&result))
-        .unwrap_or_else(|f| panic!("DEL: {f}"));
-    assert!(!w.has_pod_rule(&ip));
 }

@@ -3,7 +3,7 @@
 //! 1.0.0 result, as libcni would hand it over.
 
 use edgeway_integration_tests::chain::{plugin_config, plugin_entry};
-use edgeway_integration_tests::world::{sandbox_ipv4, World};
+use edgeway_integration_tests::world::{sandbox_ipv4, Pod, World};
 use serde_json::json;
 
 /// ADD, CHECK (0.4.0 and later), DEL through the whole conflist at `version`.
@@ -157,20 +157,26 @@ fn edgeway_converts_an_older_prev_result_to_the_list_version() {
     w.assert_detached(&pod, &ip);
 }
 
-/// CHECK notices when edgeway's rule was removed behind its back.
-#[test]
-fn check_fails_when_the_rule_is_gone() {
-    let w = World::with_agent();
+/// One pod through the 1.0.0 bridge chain, attached: (world's conflist, pod, result, IPv4).
+fn attached_pod(w: &World) -> (serde_json::Value, Pod, serde_json::Value, String) {
     let list = w.bridge_conflist("1.0.0");
     let pod = w.pod(1);
-    let c = &pod.container;
     let result = w
         .runner()
-        .add(&list, c)
+        .add(&list, &pod.container)
         .unwrap_or_else(|f| panic!("ADD: {f}"))
         .result();
     let ip = sandbox_ipv4(&result, "eth0");
     w.assert_attached(&pod, &ip);
+    (list, pod, result, ip)
+}
+
+/// CHECK notices when edgeway's rule was removed behind its back.
+#[test]
+fn check_fails_when_the_rule_is_gone() {
+    let w = World::with_agent();
+    let (list, pod, result, ip) = attached_pod(&w);
+    let c = &pod.container;
     w.runner()
         .check(&list, c, &result)
         .unwrap_or_else(|f| panic!("CHECK with everything in place: {f}"));
@@ -196,4 +202,27 @@ fn check_fails_when_the_rule_is_gone() {
         .del(&list, c, Some(&result))
         .unwrap_or_else(|f| panic!("DEL: {f}"));
     w.assert_detached(&pod, &ip);
+}
+
+/// CHECK fails clearly when the attachment record is gone, even with the rule in place.
+#[test]
+fn check_fails_when_the_record_is_gone() {
+    let w = World::with_agent();
+    let (list, pod, result, ip) = attached_pod(&w);
+    let c = &pod.container;
+    std::fs::remove_file(w.record_path(c)).expect("remove the record");
+    let failure = w
+        .runner()
+        .check(&list, c, &result)
+        .expect_err("CHECK must fail without the record");
+    let err = failure.failed().json();
+    assert_eq!(err["code"], 103, "{err}");
+    assert!(
+        err["msg"].as_str().is_some_and(|m| m.contains("record")),
+        "{err}"
+    );
+    w.runner()
+        .del(&list, c, Some(&result))
+        .unwrap_or_else(|f| panic!("DEL: {f}"));
+    assert!(!w.has_pod_rule(&ip));
 }
