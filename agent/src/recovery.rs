@@ -38,12 +38,8 @@ pub enum RecoveryError {
     Rules(#[from] rules::RuleError),
 }
 
-fn rules_of(a: &Attachment) -> impl Iterator<Item = PodRule> + '_ {
-    a.ips.iter().map(|&ip| PodRule {
-        ip,
-        table: a.table,
-        priority: a.priority,
-    })
+fn rules_of(a: &Attachment) -> Vec<PodRule> {
+    PodRule::for_ips(&a.ips, a.table, a.priority)
 }
 
 /// Replays DELs queued while the agent was away. A queued DEL removes a record only if it is
@@ -70,15 +66,7 @@ pub fn replay_pending_dels(
             .filter(|r| stale_record.is_none_or(|s| s.key() != r.key()))
             .flat_map(|r| r.ips.iter().copied())
             .collect();
-        let mut targets: Vec<PodRule> = d
-            .ips
-            .iter()
-            .map(|&ip| PodRule {
-                ip,
-                table: d.table,
-                priority: d.priority,
-            })
-            .collect();
+        let mut targets = PodRule::for_ips(&d.ips, d.table, d.priority);
         // One entry that cannot be replayed stays queued for the next pass and does not
         // hold up the others.
         let replayed = (|| -> Result<(), RecoveryError> {
@@ -117,7 +105,10 @@ pub fn reconcile_rules(
 
     let mut kept = Vec::with_capacity(records.len());
     for a in records {
-        let present = rules_of(&a).filter(|r| installed.contains(r)).count();
+        let present = rules_of(&a)
+            .into_iter()
+            .filter(|r| installed.contains(r))
+            .count();
         if present == 0 && drop_ruleless {
             match store.remove_record(&a.key()) {
                 Ok(()) => report.dropped_records += 1,
@@ -125,7 +116,7 @@ pub fn reconcile_rules(
             }
             continue;
         }
-        for rule in rules_of(&a).filter(|r| !installed.contains(r)) {
+        for rule in rules_of(&a).into_iter().filter(|r| !installed.contains(r)) {
             match rules::add(sock, rule) {
                 Ok(()) => report.readded_rules += 1,
                 Err(e) => report.failures.push(e.to_string()),

@@ -35,6 +35,19 @@ pub struct PodRule {
     pub priority: u32,
 }
 
+impl PodRule {
+    /// The rules of one attachment: one per address, all to the same table and priority.
+    pub fn for_ips(ips: &[IpAddr], table: u32, priority: u32) -> Vec<PodRule> {
+        ips.iter()
+            .map(|&ip| PodRule {
+                ip,
+                table,
+                priority,
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
     #[error("cannot open a netlink socket: {0}")]

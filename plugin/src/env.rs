@@ -1,6 +1,6 @@
 //! The CNI_* environment variables.
 
-use edgeway_common::api::{validate_container_id, validate_ifname, PodRef};
+use edgeway_common::api::{validate_container_id, validate_ifname, AttachmentKey, PodRef};
 use edgeway_common::cni::{CniError, ErrorCode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +25,15 @@ pub struct ContainerEnv {
 
 fn invalid(msg: impl Into<String>) -> CniError {
     CniError::new(ErrorCode::InvalidEnvironment, msg)
+}
+
+impl ContainerEnv {
+    pub fn key(&self) -> AttachmentKey {
+        AttachmentKey {
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+        }
+    }
 }
 
 pub fn command(get: &dyn Fn(&str) -> Option<String>) -> Result<Command, CniError> {

@@ -73,6 +73,15 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether another host could dial this address: not loopback, not a wildcard.
+fn is_reachable_elsewhere(addr: &Multiaddr) -> bool {
+    !addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback() || ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_loopback() || ip.is_unspecified(),
+        _ => false,
+    })
+}
+
 fn path_of(endpoint: &ConnectedPoint) -> Path {
     if endpoint
         .get_remote_address()
@@ -133,12 +142,17 @@ impl Network {
         self.announce();
         let mut announce_tick = tokio::time::interval(self.config.announce_every);
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        // A burst of ADDs becomes one announcement, without pausing the swarm meanwhile.
+        let mut announce_at: Option<tokio::time::Instant> = None;
         loop {
+            let due = announce_at.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
-                _ = local_changed.notified() => {
-                    // Coalesce a burst of ADDs into one announcement.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                _ = local_changed.notified(), if announce_at.is_none() => {
+                    announce_at = Some(tokio::time::Instant::now() + Duration::from_millis(20));
+                }
+                _ = tokio::time::sleep_until(due), if announce_at.is_some() => {
+                    announce_at = None;
                     self.announce();
                 }
                 _ = announce_tick.tick() => {
@@ -155,13 +169,7 @@ impl Network {
             .swarm
             .external_addresses()
             .chain(self.swarm.listeners())
-            .filter(|a| {
-                !a.iter().any(|p| match p {
-                    Protocol::Ip4(ip) => ip.is_loopback() || ip.is_unspecified(),
-                    Protocol::Ip6(ip) => ip.is_loopback() || ip.is_unspecified(),
-                    _ => false,
-                })
-            })
+            .filter(|a| is_reachable_elsewhere(a))
             .map(|a| a.to_string())
             .collect();
         out.sort();
@@ -390,12 +398,8 @@ impl Network {
                 tracing::info!(%address, "listening");
                 // A relay is public by definition, and libp2p's relay refuses reservations
                 // until it knows an external address of its own.
-                let concrete = !address.iter().any(|p| match p {
-                    Protocol::Ip4(ip) => ip.is_loopback() || ip.is_unspecified(),
-                    Protocol::Ip6(ip) => ip.is_loopback() || ip.is_unspecified(),
-                    Protocol::P2pCircuit => true,
-                    _ => false,
-                });
+                let concrete = is_reachable_elsewhere(&address)
+                    && !address.iter().any(|p| matches!(p, Protocol::P2pCircuit));
                 if self.swarm.behaviour().relay_server.is_enabled() && concrete {
                     self.swarm.add_external_address(address);
                 }

@@ -3,6 +3,7 @@
 use edgeway_common::api::Attachment;
 use edgeway_common::cni::result::{convert_result, sandbox_ips};
 use edgeway_common::cni::{CniError, ErrorCode};
+use edgeway_common::rules::PodRule;
 use edgeway_common::rules::RuleSocket;
 
 use super::{now_unix, open_store, rules, warn};
@@ -37,8 +38,8 @@ pub fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
     }
     let (store, _lock) = open_store(conf)?;
     let mut sock = rules::connect()?;
-    let wanted = rules::for_ips(&ips, conf.table, conf.rule_priority);
-    let previous = store.read_record(&key_of(c)).ok().flatten();
+    let wanted = PodRule::for_ips(&ips, conf.table, conf.rule_priority);
+    let previous = store.read_record(&c.key()).ok().flatten();
     rules::install(&mut sock, &wanted)?;
 
     let attachment = Attachment {
@@ -92,16 +93,12 @@ pub fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
             .copied()
             .filter(|ip| !attachment.ips.contains(ip))
             .collect();
-        rules::remove(&mut sock, &rules::for_ips(&stale, old.table, old.priority));
+        rules::remove(
+            &mut sock,
+            &PodRule::for_ips(&stale, old.table, old.priority),
+        );
     }
     Ok(output)
-}
-
-fn key_of(c: &ContainerEnv) -> edgeway_common::api::AttachmentKey {
-    edgeway_common::api::AttachmentKey {
-        container_id: c.container_id.clone(),
-        ifname: c.ifname.clone(),
-    }
 }
 
 /// A fresh random generation tag, straight from the kernel: `rand::random` would seed a

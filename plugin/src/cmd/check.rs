@@ -1,9 +1,9 @@
 //! CHECK: the record exists, matches prevResult, and every rule is in the kernel.
 
-use edgeway_common::api::AttachmentKey;
 use edgeway_common::cni::result::sandbox_ips;
 use edgeway_common::cni::{CniError, ErrorCode};
 use edgeway_common::rules as kernel_rules;
+use edgeway_common::rules::PodRule;
 
 use super::{open_store, rules};
 use crate::config::NetConf;
@@ -22,10 +22,7 @@ pub fn run(conf: &NetConf, c: &ContainerEnv) -> Result<(), CniError> {
         return Ok(());
     }
     let (store, _lock) = open_store(conf)?;
-    let key = AttachmentKey {
-        container_id: c.container_id.clone(),
-        ifname: c.ifname.clone(),
-    };
+    let key = c.key();
     let record = store
         .read_record(&key)
         .map_err(|e| failed(e.to_string()))?
@@ -46,7 +43,7 @@ pub fn run(conf: &NetConf, c: &ContainerEnv) -> Result<(), CniError> {
     let mut sock = rules::connect()?;
     let present = kernel_rules::list(&mut sock)
         .map_err(|e| CniError::new(ErrorCode::Netlink, e.to_string()))?;
-    for rule in rules::for_ips(&record.ips, record.table, record.priority) {
+    for rule in PodRule::for_ips(&record.ips, record.table, record.priority) {
         if !present.contains(&rule) {
             return Err(failed(format!(
                 "rule from {} lookup {} priority {} is missing",

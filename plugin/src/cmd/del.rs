@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use edgeway_common::api::AttachmentKey;
 use edgeway_common::cni::result::sandbox_ips;
+use edgeway_common::rules::PodRule;
 use edgeway_common::store::{PendingDel, Store};
 
 use super::{now_unix, open_store, rules, warn};
@@ -13,10 +14,7 @@ use crate::config::NetConf;
 use crate::env::ContainerEnv;
 
 pub fn run(conf: &NetConf, c: &ContainerEnv) {
-    let key = AttachmentKey {
-        container_id: c.container_id.clone(),
-        ifname: c.ifname.clone(),
-    };
+    let key = c.key();
     // flannel and Calico chains (0.3.1) send no prevResult on DEL, and a malformed one
     // must not fail the DEL: the record is the main source.
     let prev_ips: Vec<IpAddr> = conf
@@ -152,7 +150,7 @@ fn remove_rules(ips: &[IpAddr], table: u32, priority: u32, held: &HashSet<IpAddr
             return false;
         }
     };
-    let failed = rules::remove(&mut sock, &rules::for_ips(&mine, table, priority));
+    let failed = rules::remove(&mut sock, &PodRule::for_ips(&mine, table, priority));
     for (rule, e) in &failed {
         warn(format!("cannot remove rule for {}: {e}", rule.ip));
     }

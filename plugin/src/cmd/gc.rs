@@ -1,6 +1,7 @@
 //! GC: remove this network's attachments that the runtime no longer lists.
 
 use edgeway_common::cni::{CniError, ErrorCode};
+use edgeway_common::rules::PodRule;
 use edgeway_common::store::PendingDel;
 
 use super::del::ips_held_elsewhere;
@@ -48,7 +49,7 @@ pub fn run(conf: &NetConf) -> Result<(), CniError> {
             .copied()
             .filter(|ip| !held.contains(ip))
             .collect();
-        for (rule, e) in rules::remove(&mut sock, &rules::for_ips(&mine, r.table, r.priority)) {
+        for (rule, e) in rules::remove(&mut sock, &PodRule::for_ips(&mine, r.table, r.priority)) {
             failures.push(format!("{}: rule for {}: {e}", r.container_id, rule.ip));
         }
         if let Err(e) = store.remove_record(&key) {

@@ -1,22 +1,10 @@
 //! Installing and removing one attachment's rules, all or nothing.
 
-use std::net::IpAddr;
-
 use edgeway_common::cni::{CniError, ErrorCode};
 use edgeway_common::rules::{self, PodRule, RuleSocket};
 
 pub fn connect() -> Result<RuleSocket, CniError> {
     RuleSocket::open().map_err(|e| CniError::new(ErrorCode::Netlink, e.to_string()))
-}
-
-pub fn for_ips(ips: &[IpAddr], table: u32, priority: u32) -> Vec<PodRule> {
-    ips.iter()
-        .map(|&ip| PodRule {
-            ip,
-            table,
-            priority,
-        })
-        .collect()
 }
 
 /// Adds every rule; on the first failure removes the ones it added and reports it.
