@@ -1,30 +1,11 @@
 //! `edgeway-agent`: one per node. It keeps the node's pod registry, recovers it after a
 //! restart, and serves the local API that the `edgeway` CNI plugin calls.
 
-mod api;
-mod cni_install;
-mod config;
-mod dataplane;
-mod metrics;
-mod netstate;
-mod networking;
-mod node;
-mod ownership;
-mod p2p;
-mod recovery;
-mod registry;
-mod route_sync;
-mod routes;
-mod run;
-mod segments;
-mod status;
-mod status_cmd;
-mod tunnel;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use edgeway_agent::{cni_install, config, run, status_cmd};
 
 #[derive(Parser, Debug)]
 #[command(name = "edgeway-agent", version, about = "edgeway's per-node agent")]

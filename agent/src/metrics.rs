@@ -89,6 +89,12 @@ pub struct Metrics {
     pub auth_failures: Counter,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("edgeway");

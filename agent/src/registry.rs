@@ -46,6 +46,10 @@ impl Registry {
     pub fn len(&self) -> usize {
         self.attachments.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.attachments.is_empty()
+    }
 }
 
 #[cfg(test)]

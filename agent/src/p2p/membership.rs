@@ -47,14 +47,12 @@ impl ClusterSecret {
                 tracing::warn!(path = %shown, "cluster secret is readable by group or others; chmod 600 it");
             }
         }
-        Self::from_bytes(trim(&bytes).to_vec()).map_err(|_| SecretError::TooShort { path: shown })
+        Self::from_bytes(trim(&bytes).to_vec()).ok_or(SecretError::TooShort { path: shown })
     }
 
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, ()> {
-        if bytes.len() < MIN_SECRET_BYTES {
-            return Err(());
-        }
-        Ok(ClusterSecret(bytes))
+    /// `None` when the secret is too short to be one.
+    pub fn from_bytes(bytes: Vec<u8>) -> Option<Self> {
+        (bytes.len() >= MIN_SECRET_BYTES).then_some(ClusterSecret(bytes))
     }
 
     fn mac(&self, peer: &PeerId) -> HmacSha256 {
@@ -107,7 +105,7 @@ mod tests {
 
     #[test]
     fn short_secrets_are_refused_and_never_printed() {
-        assert!(ClusterSecret::from_bytes(b"short".to_vec()).is_err());
+        assert!(ClusterSecret::from_bytes(b"short".to_vec()).is_none());
         let s = ClusterSecret::from_bytes(b"super-secret-value-123".to_vec()).unwrap();
         assert!(!format!("{s:?}").contains("super"));
     }
