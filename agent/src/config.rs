@@ -104,6 +104,8 @@ pub struct P2pConfig {
     pub relays: Vec<String>,
     /// Try to upgrade relayed connections to direct ones (DCUtR).
     pub hole_punching: bool,
+    /// Seconds between upgrade attempts for a peer reached only through a relay.
+    pub upgrade_retry_secs: u64,
 }
 
 impl Default for P2pConfig {
@@ -119,6 +121,7 @@ impl Default for P2pConfig {
             announce_interval_secs: 15,
             relays: vec![],
             hole_punching: true,
+            upgrade_retry_secs: 30,
         }
     }
 }
@@ -257,6 +260,12 @@ impl Config {
             return invalid(
                 "p2p.announceIntervalSecs",
                 format!("{} is not in 1..=3600", self.p2p.announce_interval_secs),
+            );
+        }
+        if !(2..=3600).contains(&self.p2p.upgrade_retry_secs) {
+            return invalid(
+                "p2p.upgradeRetrySecs",
+                format!("{} is not in 2..=3600", self.p2p.upgrade_retry_secs),
             );
         }
         let r = &self.relay;

@@ -87,6 +87,9 @@ pub struct Metrics {
     pub peer_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     pub announcements: Family<ReasonLabels, Counter>,
     pub auth_failures: Counter,
+    /// On a relay node: reservations held and circuits open on it right now.
+    pub relay_reservations: Gauge,
+    pub relay_circuits: Gauge,
 }
 
 impl Default for Metrics {
@@ -153,7 +156,7 @@ impl Metrics {
         let peer_path = Family::<PathLabels, Gauge>::default();
         registry.register(
             "peer_path",
-            "1 for the path currently used to each peer (direct or relayed)",
+            "1 for the path pod traffic takes to each peer (native, direct or relayed)",
             peer_path.clone(),
         );
         let peer_rtt = Family::<PeerLabels, Gauge<f64, AtomicU64>>::default();
@@ -174,8 +177,22 @@ impl Metrics {
             "Peers refused for lacking the cluster credential",
             auth_failures.clone(),
         );
+        let relay_reservations = Gauge::default();
+        registry.register(
+            "relay_reservations",
+            "Reservations this relay holds for agents behind NAT",
+            relay_reservations.clone(),
+        );
+        let relay_circuits = Gauge::default();
+        registry.register(
+            "relay_circuits",
+            "Relayed connections open through this relay",
+            relay_circuits.clone(),
+        );
         Metrics {
             registry,
+            relay_reservations,
+            relay_circuits,
             peers,
             routes,
             packets,

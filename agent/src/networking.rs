@@ -113,6 +113,10 @@ pub async fn start(
             bootstrap,
             relays,
             announce_every: Duration::from_secs(config.p2p.announce_interval_secs),
+            upgrade_retry: config
+                .p2p
+                .hole_punching
+                .then(|| Duration::from_secs(config.p2p.upgrade_retry_secs)),
             node_name: node.name.clone(),
         },
         config.segment.clone(),

@@ -623,6 +623,10 @@ impl LocalAnnouncer {
         }
     }
 
+    pub fn segment(&self) -> &str {
+        &self.segment
+    }
+
     /// Raises the floor to a seq of ours seen in the network (`ApplyOutcome::Local`), so a
     /// restart with a clock that went back still produces a winning announcement.
     pub fn observe_own_seq(&mut self, seq: u64) {

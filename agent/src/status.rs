@@ -34,9 +34,12 @@ pub struct PeerStatus {
     pub node_name: String,
     pub segment: String,
     pub connected: bool,
-    /// `direct` or `relayed`; absent while not connected.
+    /// `native` for a peer in this node's segment (its pods are reached through the host
+    /// CNI), else `direct` or `relayed`; absent while not connected.
     pub path: Option<&'static str>,
     pub rtt_ms: Option<f64>,
+    /// The underlay address of the connection (a `/p2p-circuit` one when relayed).
+    pub remote_addr: Option<String>,
     pub pods: usize,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -94,11 +97,18 @@ pub fn collect(node: &Node) -> Status {
         };
         status.peers.push(PeerStatus {
             connected,
-            path: link.path.filter(|_| connected).map(|p| p.as_str()),
+            path: link.path.filter(|_| connected).map(|p| {
+                if info.segment == net.segment {
+                    "native"
+                } else {
+                    p.as_str()
+                }
+            }),
             rtt_ms: link
                 .rtt
                 .filter(|_| connected)
                 .map(|d| d.as_secs_f64() * 1000.0),
+            remote_addr: link.remote_addr.clone().filter(|_| connected),
             bytes_in: count(Direction::Rx, true),
             bytes_out: count(Direction::Tx, true),
             packets_in: count(Direction::Rx, false),

@@ -2,6 +2,7 @@
 //! source the sending peer does not own or whose destination is not a pod on this node.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{AsyncReadExt, StreamExt};
 use libp2p::{PeerId, Stream};
@@ -12,6 +13,9 @@ use super::packet;
 use crate::metrics::{drop_reason, Direction, Metrics};
 use crate::netstate::NetState;
 
+/// How long a stream from a connected peer may wait for its membership proof.
+const MEMBERSHIP_WAIT: Duration = Duration::from_secs(2);
+
 pub async fn accept_streams(
     mut incoming: libp2p_stream::IncomingStreams,
     tun: Arc<AsyncDevice>,
@@ -20,19 +24,30 @@ pub async fn accept_streams(
 ) {
     // Polled without pause: libp2p-stream drops inbound streams nobody is waiting for.
     while let Some((peer, stream)) = incoming.next().await {
-        if !net.is_member(&peer) {
-            tracing::warn!(%peer, "packet stream from a peer that has not proved membership; refused");
-            metrics.drop_packet(drop_reason::NOT_MEMBER);
-            continue;
-        }
-        tokio::spawn(read_stream(
-            peer,
-            stream,
-            tun.clone(),
-            net.clone(),
-            metrics.clone(),
-        ));
+        let (tun, net, metrics) = (tun.clone(), net.clone(), metrics.clone());
+        tokio::spawn(async move {
+            if !await_membership(&net, &peer).await {
+                tracing::warn!(%peer, "packet stream from a peer that has not proved membership; refused");
+                metrics.drop_packet(drop_reason::NOT_MEMBER);
+                return;
+            }
+            read_stream(peer, stream, tun, net, metrics).await;
+        });
     }
+}
+
+/// A reconnecting peer opens its packet stream as soon as it has our welcome, which can be
+/// before we have checked its own hello: give that a moment instead of refusing the
+/// stream and costing the peer a reopen.
+async fn await_membership(net: &NetState, peer: &PeerId) -> bool {
+    const STEP: Duration = Duration::from_millis(50);
+    for _ in 0..(MEMBERSHIP_WAIT.as_millis() / STEP.as_millis()) {
+        if net.is_member(peer) {
+            return true;
+        }
+        tokio::time::sleep(STEP).await;
+    }
+    net.is_member(peer)
 }
 
 async fn read_stream(

@@ -116,7 +116,14 @@ pub fn build_swarm(key: Keypair, nat: &NatOptions) -> anyhow::Result<Swarm<Behav
             noise::Config::new,
             yamux_config,
         )?
-        .with_quic()
+        .with_quic_config(|mut quic| {
+            // A relay or peer that dies sends nothing: only QUIC's idle timeout notices.
+            // Keep-alives every second let a 4 s timeout stand for "gone", so circuits
+            // through a dead relay close, and are redialled, well within 10 s.
+            quic.keep_alive_interval = Duration::from_secs(1);
+            quic.max_idle_timeout = 4_000;
+            quic
+        })
         // Bootstrap peers and relays may be given by DNS name (`/dns/relay.example.com/...`).
         .with_dns()?
         .with_relay_client(noise::Config::new, yamux_config)?
@@ -128,8 +135,10 @@ pub fn build_swarm(key: Keypair, nat: &NatOptions) -> anyhow::Result<Swarm<Behav
             );
             let ping = ping::Behaviour::new(
                 ping::Config::new()
-                    .with_interval(Duration::from_secs(2))
-                    .with_timeout(Duration::from_secs(5)),
+                    // A failed ping closes the connection (see the network loop), so
+                    // these bound how long a dead relay or path holds traffic up.
+                    .with_interval(Duration::from_secs(1))
+                    .with_timeout(Duration::from_secs(3)),
             );
             let gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),

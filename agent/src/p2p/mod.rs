@@ -5,3 +5,4 @@ pub mod behaviour;
 pub mod identity;
 pub mod membership;
 pub mod network;
+pub mod paths;

@@ -13,6 +13,7 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{autonat, dcutr, relay};
 use libp2p::{identify, ping, Multiaddr, PeerId, Swarm};
@@ -23,6 +24,7 @@ use super::behaviour::{
     Behaviour, BehaviourEvent, ControlRequest, ControlResponse, OWNERSHIP_TOPIC,
 };
 use super::membership::ClusterSecret;
+use super::paths::{Action, PathSelector};
 use crate::metrics::{PathLabels, PeerLabels, ReasonLabels};
 use crate::netstate::{NetState, Path};
 use crate::node::Node;
@@ -34,6 +36,9 @@ const AUTH_DEADLINE: Duration = Duration::from_secs(10);
 const MAX_CLOCK_AHEAD_MS: u64 = 5 * 60 * 1000;
 /// Bootstrap peers and known members we are not connected to are redialled this often.
 const REDIAL_EVERY: Duration = Duration::from_secs(5);
+/// A member lost this recently is redialled every second: its relay may be back, or its
+/// reservation renewed, at any moment.
+const FAST_REDIAL_FOR: Duration = Duration::from_secs(30);
 
 pub struct NetworkConfig {
     pub listen: Vec<Multiaddr>,
@@ -41,6 +46,8 @@ pub struct NetworkConfig {
     /// Relays to hold a reservation on (listening on `<relay>/p2p-circuit`).
     pub relays: Vec<Multiaddr>,
     pub announce_every: Duration,
+    /// `None` when hole punching is off: no upgrade attempts for relayed peers.
+    pub upgrade_retry: Option<Duration>,
     pub node_name: String,
 }
 
@@ -58,8 +65,12 @@ pub struct Network {
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     awaiting_hello: HashMap<PeerId, Instant>,
     last_redial: Instant,
-    /// Open connections per peer, so a direct one can replace relayed ones.
-    connections: HashMap<PeerId, Vec<(ConnectionId, Path)>>,
+    /// On a relay: reservations held, per agent.
+    relay_reservations: HashMap<PeerId, u32>,
+    /// Members whose last connection closed, and when.
+    lost: HashMap<PeerId, Instant>,
+    /// Open connections per peer and their paths: a direct one replaces relayed ones.
+    paths: PathSelector,
     /// Our circuit listeners, one per relay: a closed one is re-opened (re-reserved).
     relay_listeners: HashMap<ListenerId, Multiaddr>,
     /// Who answered at each bootstrap address given without a peer ID.
@@ -83,14 +94,26 @@ fn is_reachable_elsewhere(addr: &Multiaddr) -> bool {
 }
 
 fn path_of(endpoint: &ConnectedPoint) -> Path {
-    if endpoint
-        .get_remote_address()
-        .iter()
-        .any(|p| matches!(p, Protocol::P2pCircuit))
-    {
+    // An inbound circuit's remote address is only `/p2p/<peer>`: the circuit shows in
+    // the local address, which `is_relayed` looks at.
+    if endpoint.is_relayed() {
         Path::Relayed
     } else {
         Path::Direct
+    }
+}
+
+fn is_circuit(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+/// The address to show for a connection: the circuit for an inbound relayed one.
+fn shown_addr(endpoint: &ConnectedPoint) -> String {
+    match endpoint {
+        ConnectedPoint::Listener { local_addr, .. } if endpoint.is_relayed() => {
+            local_addr.to_string()
+        }
+        _ => endpoint.get_remote_address().to_string(),
     }
 }
 
@@ -105,6 +128,7 @@ impl Network {
         segment: String,
     ) -> Self {
         let peer = key.public().to_peer_id().to_string();
+        let paths = PathSelector::new(config.upgrade_retry);
         Network {
             announcer: LocalAnnouncer::new(peer, config.node_name.clone(), segment),
             swarm,
@@ -118,7 +142,9 @@ impl Network {
             addrs: HashMap::new(),
             awaiting_hello: HashMap::new(),
             last_redial: Instant::now() - REDIAL_EVERY,
-            connections: HashMap::new(),
+            lost: HashMap::new(),
+            relay_reservations: HashMap::new(),
+            paths,
             relay_listeners: HashMap::new(),
             bootstrap_peers: HashMap::new(),
         }
@@ -242,6 +268,13 @@ impl Network {
             .send_request(&peer, ControlRequest::Sync { digest });
     }
 
+    fn is_relay(&self, peer: &PeerId) -> bool {
+        self.config
+            .relays
+            .iter()
+            .any(|r| r.iter().any(|p| p == Protocol::P2p(*peer)))
+    }
+
     /// Listens through every relay we hold no reservation on; run again after a relay
     /// restart or a lost connection, so the reservation comes back.
     fn reserve_on_relays(&mut self) {
@@ -261,63 +294,105 @@ impl Network {
         }
     }
 
-    /// Records a connection's path; a direct connection retires the relayed ones, so the
-    /// packet stream (re)opens on the direct path.
-    fn connection_opened(&mut self, peer: PeerId, id: ConnectionId, path: Path) {
-        let conns = self.connections.entry(peer).or_default();
-        conns.push((id, path));
-        if conns.iter().any(|(_, p)| *p == Path::Direct) {
-            let relayed: Vec<ConnectionId> = conns
-                .iter()
-                .filter(|(_, p)| *p == Path::Relayed)
-                .map(|(c, _)| *c)
-                .collect();
-            for c in relayed {
-                tracing::info!(%peer, "direct connection up; closing the relayed one");
-                self.swarm.close_connection(c);
-            }
-        }
+    fn connection_opened(&mut self, peer: PeerId, id: ConnectionId, endpoint: &ConnectedPoint) {
+        let addr = shown_addr(endpoint);
+        let actions = self
+            .paths
+            .opened(peer, id, path_of(endpoint), addr, Instant::now());
+        self.perform(actions);
         self.refresh_path(peer);
     }
 
     fn connection_closed(&mut self, peer: PeerId, id: ConnectionId) {
-        if let Some(conns) = self.connections.get_mut(&peer) {
-            conns.retain(|(c, _)| *c != id);
-            if conns.is_empty() {
-                self.connections.remove(&peer);
+        self.paths.closed(peer, id);
+        self.refresh_path(peer);
+    }
+
+    fn perform(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Close(peer, conn) => {
+                    tracing::debug!(%peer, ?conn, "closing a relayed connection that is no longer needed");
+                    self.swarm.close_connection(conn);
+                }
+                Action::TryUpgrade(peer) => self.try_upgrade(peer),
             }
         }
-        self.refresh_path(peer);
+    }
+
+    /// Dials a relayed-only peer directly, in case it became reachable, and opens a fresh
+    /// relayed connection, on which the peer starts hole punching again.
+    fn try_upgrade(&mut self, peer: PeerId) {
+        let Some(addrs) = self.addrs.get(&peer) else {
+            return;
+        };
+        let (relayed, direct): (Vec<Multiaddr>, Vec<Multiaddr>) =
+            addrs.iter().cloned().partition(is_circuit);
+        tracing::debug!(%peer, direct = direct.len(), relayed = relayed.len(), "trying to upgrade a relayed path");
+        for candidates in [direct, relayed.into_iter().take(1).collect()] {
+            if candidates.is_empty() {
+                continue;
+            }
+            let opts = DialOpts::peer_id(peer)
+                .condition(PeerCondition::Always)
+                .addresses(candidates)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, "upgrade dial: {e}");
+            }
+        }
     }
 
     /// The peer's path is direct if any direct connection is open, else relayed.
     fn refresh_path(&mut self, peer: PeerId) {
-        let path = self.connections.get(&peer).and_then(|conns| {
-            if conns.iter().any(|(_, p)| *p == Path::Direct) {
-                Some(Path::Direct)
-            } else {
-                conns.first().map(|_| Path::Relayed)
-            }
-        });
+        let current = self.paths.current(&peer);
+        let path = current.map(|(p, _)| p);
+        let addr = current.map(|(_, a)| a.to_string());
         let before = self.net.link(&peer).path;
-        self.net.update_link(peer, |l| l.path = path);
+        self.net.update_link(peer, |l| {
+            l.path = path;
+            l.remote_addr = addr;
+        });
         if before == path {
             return;
         }
-        let metrics = &self.node.metrics;
-        for p in [Path::Direct, Path::Relayed] {
-            let labels = PathLabels {
-                peer: peer.to_string(),
-                path: p.as_str(),
-            };
-            if Some(p) == path && self.net.is_member(&peer) {
-                metrics.peer_path.get_or_create(&labels).set(1);
-            } else {
-                metrics.peer_path.remove(&labels);
-            }
-        }
+        self.publish_path(peer);
         if let (Some(b), Some(a)) = (before, path) {
             tracing::info!(%peer, from = b.as_str(), to = a.as_str(), "path changed");
+        }
+    }
+
+    /// Sets `edgeway_peer_path` to the one path a member's pod traffic takes: `native` for
+    /// a peer in our own segment, else its connection's path.
+    fn publish_path(&self, peer: PeerId) {
+        let key = peer.to_string();
+        let shown = self
+            .net
+            .link(&peer)
+            .path
+            .filter(|_| self.net.is_member(&peer))
+            .map(|p| {
+                let same = self
+                    .net
+                    .table()
+                    .announcement(&key)
+                    .is_some_and(|a| a.segment == self.announcer.segment());
+                if same {
+                    "native"
+                } else {
+                    p.as_str()
+                }
+            });
+        for path in ["native", "direct", "relayed"] {
+            let labels = PathLabels {
+                peer: key.clone(),
+                path,
+            };
+            if Some(path) == shown {
+                self.node.metrics.peer_path.get_or_create(&labels).set(1);
+            } else {
+                self.node.metrics.peer_path.remove(&labels);
+            }
         }
     }
 
@@ -343,15 +418,19 @@ impl Network {
             self.awaiting_hello.remove(&peer);
             let _ = self.swarm.disconnect_peer_id(peer);
         }
-        if now.duration_since(self.last_redial) >= REDIAL_EVERY {
+        let actions = self.paths.tick(now);
+        self.perform(actions);
+        self.lost
+            .retain(|_, at| now.duration_since(*at) < FAST_REDIAL_FOR);
+        let full = now.duration_since(self.last_redial) >= REDIAL_EVERY;
+        if full {
             self.last_redial = now;
             self.reserve_on_relays();
-            self.redial();
         }
+        self.redial(full);
     }
 
-    /// Keeps a connection to every bootstrap peer and every member that owns pods.
-    fn redial(&mut self) {
+    fn redial_bootstrap(&mut self) {
         for addr in self.config.bootstrap.clone() {
             // Without /p2p/ in the config, the peer is the one we reached there before.
             let peer = addr
@@ -368,6 +447,14 @@ impl Network {
                 tracing::debug!(%addr, "dial bootstrap: {e}");
             }
         }
+    }
+
+    /// Keeps a connection to every bootstrap peer and every member that owns pods; `full`
+    /// every REDIAL_EVERY, else only members lost in the last FAST_REDIAL_FOR.
+    fn redial(&mut self, full: bool) {
+        if full {
+            self.redial_bootstrap();
+        }
         let local = self.local_peer();
         let wanted: Vec<PeerId> = self
             .net
@@ -378,12 +465,28 @@ impl Network {
             .filter(|p| *p != local)
             .collect();
         for peer in wanted {
-            if self.swarm.is_connected(&peer) {
+            if self.swarm.is_connected(&peer) || !(full || self.lost.contains_key(&peer)) {
                 continue;
             }
-            if let Some(addrs) = self.addrs.get(&peer) {
-                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                    .addresses(addrs.clone())
+            let Some(addrs) = self.addrs.get(&peer) else {
+                continue;
+            };
+            let (circuits, direct): (Vec<Multiaddr>, Vec<Multiaddr>) =
+                addrs.iter().cloned().partition(is_circuit);
+            // Circuits are dialled on their own and anew each time: a dial still waiting
+            // on an address that NAT silently drops must not hold up a relay that is back.
+            // Direct addresses wait for the full round.
+            let mut dials = vec![(circuits, PeerCondition::Always)];
+            if full {
+                dials.push((direct, PeerCondition::DisconnectedAndNotDialing));
+            }
+            for (addrs, condition) in dials {
+                if addrs.is_empty() {
+                    continue;
+                }
+                let opts = DialOpts::peer_id(peer)
+                    .condition(condition)
+                    .addresses(addrs)
                     .build();
                 if let Err(e) = self.swarm.dial(opts) {
                     tracing::debug!(%peer, "dial member: {e}");
@@ -411,9 +514,6 @@ impl Network {
                 num_established,
                 ..
             } => {
-                self.net.update_link(peer_id, |l| {
-                    l.remote_addr = Some(endpoint.get_remote_address().to_string());
-                });
                 if let ConnectedPoint::Dialer { address, .. } = &endpoint {
                     // The swarm may have appended /p2p/<id> to what we dialled.
                     let mut dialled = address.clone();
@@ -424,7 +524,7 @@ impl Network {
                         self.bootstrap_peers.insert(dialled, peer_id);
                     }
                 }
-                self.connection_opened(peer_id, connection_id, path_of(&endpoint));
+                self.connection_opened(peer_id, connection_id, &endpoint);
                 if num_established.get() == 1 {
                     self.awaiting_hello.insert(peer_id, Instant::now());
                     let hello = ControlRequest::Hello {
@@ -440,16 +540,32 @@ impl Network {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
+                endpoint,
                 num_established,
-                ..
+                cause,
             } => {
                 self.connection_closed(peer_id, connection_id);
+                if let Some(cause) = &cause {
+                    tracing::debug!(peer = %peer_id, relayed = endpoint.is_relayed(), "connection closed: {cause}");
+                    // A relay that breaks one connection (a TCP reset or EOF: it restarted
+                    // or died) has lost them all, but a QUIC one, and every circuit over
+                    // it, would hold on until its idle timeout. Drop them now, so the
+                    // reservation and the circuits come back at once.
+                    if num_established > 0 && self.is_relay(&peer_id) {
+                        tracing::info!(relay = %peer_id, "a relay connection broke; reconnecting to it");
+                        let _ = self.swarm.disconnect_peer_id(peer_id);
+                    }
+                }
                 if num_established == 0 {
                     self.awaiting_hello.remove(&peer_id);
                     if self.net.set_member(peer_id, false) {
                         tracing::info!(peer = %peer_id, "member disconnected");
                     }
                     self.net.drop_link(&peer_id);
+                    // Redial at the next ticks, not in up to REDIAL_EVERY: a lost relay
+                    // or path must not cost seconds of traffic.
+                    self.last_redial = Instant::now() - REDIAL_EVERY;
+                    self.lost.insert(peer_id, Instant::now());
                     self.node.metrics.peer_rtt.remove(&PeerLabels {
                         peer: peer_id.to_string(),
                     });
@@ -485,6 +601,7 @@ impl Network {
             )) => {
                 tracing::info!(relay = %relay_peer_id, "reserved a slot on the relay");
             }
+            SwarmEvent::Behaviour(BehaviourEvent::RelayServer(ev)) => self.on_relay_server(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
                 remote_peer_id,
                 result,
@@ -570,6 +687,51 @@ impl Network {
         }
     }
 
+    /// Keeps the relay gauges current; libp2p reports no relayed bytes, so those come
+    /// from the underlay (see the NAT end-to-end test).
+    fn on_relay_server(&mut self, ev: relay::Event) {
+        let m = &self.node.metrics;
+        match ev {
+            relay::Event::ReservationReqAccepted {
+                renewed: false,
+                src_peer_id,
+                ..
+            } => {
+                tracing::debug!(peer = %src_peer_id, "relay: reservation accepted");
+                *self.relay_reservations.entry(src_peer_id).or_default() += 1;
+            }
+            // libp2p also reports the close of a reservation it never confirmed: count
+            // per peer, never below zero.
+            relay::Event::ReservationClosed { src_peer_id }
+            | relay::Event::ReservationTimedOut { src_peer_id } => {
+                if let Some(n) = self.relay_reservations.get_mut(&src_peer_id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.relay_reservations.remove(&src_peer_id);
+                    }
+                }
+            }
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                tracing::debug!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit opened");
+                m.relay_circuits.inc();
+            }
+            relay::Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                error,
+            } => {
+                tracing::debug!(src = %src_peer_id, dst = %dst_peer_id, ?error, "relay: circuit closed");
+                m.relay_circuits.dec();
+            }
+            _ => {}
+        }
+        let held: u32 = self.relay_reservations.values().sum();
+        m.relay_reservations.set(i64::from(held));
+    }
+
     fn on_control(&mut self, ev: request_response::Event<ControlRequest, ControlResponse>) {
         match ev {
             request_response::Event::Message {
@@ -617,17 +779,7 @@ impl Network {
                     if self.net.set_member(peer, true) {
                         tracing::info!(%peer, node = %node_name, "peer proved cluster membership");
                         self.node.metrics.peers.set(self.net.member_count() as i64);
-                        let link = self.net.link(&peer);
-                        if let Some(path) = link.path {
-                            self.node
-                                .metrics
-                                .peer_path
-                                .get_or_create(&PathLabels {
-                                    peer: peer.to_string(),
-                                    path: path.as_str(),
-                                })
-                                .set(1);
-                        }
+                        self.publish_path(peer);
                         self.request_sync(peer);
                     }
                     ControlResponse::Welcome
@@ -702,6 +854,7 @@ impl Network {
                 }
                 self.addrs.insert(author, addrs);
                 self.signed.insert(peer_key, signed);
+                self.publish_path(author);
                 self.net.routes_changed.notify_one();
                 MessageAcceptance::Accept
             }
