@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # edgeway demo: a simulated multi-LAN cluster in network namespaces on this machine.
 #
-#   cloud LAN 198.51.100.0/24      edge-1 LAN 203.0.113.0/25     edge-2 LAN 203.0.113.128/25
-#   c1 (10.244.1.0/24) ─┐                                         
-#   c2 (10.244.2.0/24) ─┴─ sw ── R ── e1 (10.244.5.0/24)   R ── e2 (10.244.6.0/24)
+#   public network 203.0.113.0/24 ("the internet")
+#   ├── R   .10   relay (edgeway-agent with relay.enabled)
+#   ├── c1  .11   cloud node, pods 10.244.1.0/24 ─┐ cloud segment: a VPC with public
+#   ├── c2  .12   cloud node, pods 10.244.2.0/24 ─┘ addresses, pods routed natively
+#   ├── N1  .1    NAT (MASQUERADE) ── edge-1 LAN 198.51.100.0/24: e1 .11, pods 10.244.5.0/24
+#   └── N2  .2    NAT (MASQUERADE --random-fully, i.e. symmetric)
+#                                   ── edge-2 LAN 198.18.0.0/24:   e2 .11, pods 10.244.6.0/24
 #
-# R routes the node underlays but no pod CIDR. Inside the cloud LAN pods route natively
-# (flannel host-gw style); everything across a LAN boundary goes through edgeway.
+# No router knows any pod CIDR and the edge LANs' private ranges are not routed: everything
+# across a LAN boundary goes through edgeway, directly, hole-punched through N1, or through
+# the relay where N2's symmetric NAT defeats hole punching.
 #
 # Usage: ./examples/demo.sh [--keep]
 set -euo pipefail
@@ -35,32 +40,45 @@ if [ "$KEEP" = 1 ]; then
   trap - EXIT
 fi
 
-log "building 3 segments: cloud (c1, c2), edge-1 (e1), edge-2 (e2)"
-for n in r c1 c2 e1 e2; do make_ns "$n"; done
-make_lan sw "c1 198.51.100.11/24" "c2 198.51.100.12/24" "r 198.51.100.1/24"
-link_ns r edge1 203.0.113.1/25 e1 eth0 203.0.113.11/25
-link_ns r edge2 203.0.113.129/25 e2 eth0 203.0.113.139/25
-in_ns r sysctl -qw net.ipv4.ip_forward=1
-for n in c1 c2; do in_ns "$n" ip route add default via 198.51.100.1; done
-in_ns e1 ip route add default via 203.0.113.1
-in_ns e2 ip route add default via 203.0.113.129
-in_ns c1 ip route add 10.244.2.0/24 via 198.51.100.12
-in_ns c2 ip route add 10.244.1.0/24 via 198.51.100.11
+log "building 3 segments: cloud (c1, c2), edge-1 (e1 behind NAT), edge-2 (e2 behind symmetric NAT)"
+for n in r c1 c2 n1 n2 e1 e2; do make_ns "$n"; done
+make_lan inet "r 203.0.113.10/24" "c1 203.0.113.11/24" "c2 203.0.113.12/24" "n1 203.0.113.1/24" "n2 203.0.113.2/24"
+link_ns n1 lan 198.51.100.1/24 e1 eth0 198.51.100.11/24
+link_ns n2 lan 198.18.0.1/24 e2 eth0 198.18.0.11/24
+in_ns e1 ip route add default via 198.51.100.1
+in_ns e2 ip route add default via 198.18.0.1
+for n in n1 n2; do
+  in_ns "$n" sysctl -qw net.ipv4.ip_forward=1
+  # Like a home or carrier router: nothing unsolicited gets in.
+  in_ns "$n" iptables -A INPUT -i eth0 -m conntrack --ctstate NEW,INVALID -j DROP
+  in_ns "$n" iptables -A FORWARD -i eth0 -m conntrack --ctstate NEW,INVALID -j DROP
+done
+in_ns n1 iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE
+in_ns n2 iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE --random-fully
+# The cloud segment routes its pods natively, as flannel host-gw or Calico would.
+in_ns c1 ip route add 10.244.2.0/24 via 203.0.113.12
+in_ns c2 ip route add 10.244.1.0/24 via 203.0.113.11
 
 write_secret cluster-secret
 declare -A SUBNET=([c1]=10.244.1.0/24 [c2]=10.244.2.0/24 [e1]=10.244.5.0/24 [e2]=10.244.6.0/24)
 declare -A SEGMENT=([c1]=cloud [c2]=cloud [e1]=edge-1 [e2]=edge-2)
-declare -A UNDERLAY=([c1]=198.51.100.11 [c2]=198.51.100.12 [e1]=203.0.113.11 [e2]=203.0.113.139)
+declare -A LISTEN=([c1]=203.0.113.11 [c2]=203.0.113.12 [e1]=0.0.0.0 [e2]=0.0.0.0)
 for n in c1 c2 e1 e2; do write_conflist "$n" "${SUBNET[$n]}"; done
-agent_start c1 cloud cluster-secret 198.51.100.11
-BOOT="/ip4/198.51.100.11/tcp/7333/p2p/$(peer_id c1)"
-for n in c2 e1 e2; do agent_start "$n" "${SEGMENT[$n]}" cluster-secret "${UNDERLAY[$n]}" "$BOOT"; done
+mkdir -p "$EW_TMP/r"
+printf '[relay]\nenabled = true\n' > "$EW_TMP/r/extra.toml"
+agent_start r relay cluster-secret 203.0.113.10
+RELAY="/ip4/203.0.113.10/udp/7333/quic-v1/p2p/$(peer_id r)"
+for n in c1 c2 e1 e2; do
+  mkdir -p "$EW_TMP/$n"
+  printf 'relays = ["%s"]\n' "$RELAY" > "$EW_TMP/$n/extra.toml"
+  agent_start "$n" "${SEGMENT[$n]}" cluster-secret "${LISTEN[$n]}" /ip4/203.0.113.10/tcp/7333
+done
 
 log "creating one pod per node through bridge + host-local + edgeway"
 declare -A POD
 for n in c1 c2 e1 e2; do POD[$n]=$(pod_add "$n" "pod-$n"); done
 routes_ready() { [ "$(in_ns e1 ip route show table 7332 | wc -l)" -ge 3 ] && [ "$(in_ns c1 ip route show table 7332 | wc -l)" -ge 2 ]; }
-wait_for "routes to converge" 15 routes_ready
+wait_for "routes to converge" 20 routes_ready
 
 path_of() { # path_of FROM TO: native (same segment) or the agent's path to the owner
   local from=$1 to=$2
@@ -109,7 +127,7 @@ for f in c1 c2 e1 e2; do
 done
 
 echo
-echo "Transfer speed, pod-c1 -> pod-e1 across LANs (iperf3, 3 s):"
+echo "Transfer speed, pod-c1 -> pod-e1 across LANs, $(path_of c1 e1) path (iperf3, 3 s):"
 in_ns e1-pod-e1 iperf3 -s -1 -D >/dev/null 2>&1
 sleep 0.5
 in_ns c1-pod-c1 iperf3 -c "${POD[e1]}" -t 3 -f m 2>/dev/null | awk '/receiver/ {print "  " $7, $8}' ||

@@ -2,7 +2,7 @@
 //! sync, liveness and link facts. Everything else reads [`NetState`] or talks to it
 //! through the notifications it waits on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +12,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, ResponseChannel};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{autonat, dcutr, relay};
@@ -64,6 +64,9 @@ pub struct Network {
     signed: HashMap<String, SignedAnnouncement>,
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     awaiting_hello: HashMap<PeerId, Instant>,
+    /// Peers that accepted our hello, and the hellos still unanswered.
+    welcomed: HashSet<PeerId>,
+    hellos_in_flight: HashMap<PeerId, OutboundRequestId>,
     last_redial: Instant,
     /// On a relay: reservations held, per agent.
     relay_reservations: HashMap<PeerId, u32>,
@@ -141,6 +144,8 @@ impl Network {
             signed: HashMap::new(),
             addrs: HashMap::new(),
             awaiting_hello: HashMap::new(),
+            welcomed: HashSet::new(),
+            hellos_in_flight: HashMap::new(),
             last_redial: Instant::now() - REDIAL_EVERY,
             lost: HashMap::new(),
             relay_reservations: HashMap::new(),
@@ -273,6 +278,27 @@ impl Network {
             .relays
             .iter()
             .any(|r| r.iter().any(|p| p == Protocol::P2p(*peer)))
+    }
+
+    /// Proves our membership to a connected peer that has not welcomed us yet, once at a
+    /// time; it is sent again if the connection carrying it closes first.
+    fn send_hello(&mut self, peer: PeerId) {
+        if self.welcomed.contains(&peer)
+            || self.hellos_in_flight.contains_key(&peer)
+            || !self.swarm.is_connected(&peer)
+        {
+            return;
+        }
+        let hello = ControlRequest::Hello {
+            token: self.secret.token_for(&self.local_peer()),
+            node_name: self.config.node_name.clone(),
+        };
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .control
+            .send_request(&peer, hello);
+        self.hellos_in_flight.insert(peer, id);
     }
 
     /// Listens through every relay we hold no reservation on; run again after a relay
@@ -527,15 +553,8 @@ impl Network {
                 self.connection_opened(peer_id, connection_id, &endpoint);
                 if num_established.get() == 1 {
                     self.awaiting_hello.insert(peer_id, Instant::now());
-                    let hello = ControlRequest::Hello {
-                        token: self.secret.token_for(&self.local_peer()),
-                        node_name: self.config.node_name.clone(),
-                    };
-                    self.swarm
-                        .behaviour_mut()
-                        .control
-                        .send_request(&peer_id, hello);
                 }
+                self.send_hello(peer_id);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -558,6 +577,8 @@ impl Network {
                 }
                 if num_established == 0 {
                     self.awaiting_hello.remove(&peer_id);
+                    self.welcomed.remove(&peer_id);
+                    self.hellos_in_flight.remove(&peer_id);
                     if self.net.set_member(peer_id, false) {
                         tracing::info!(peer = %peer_id, "member disconnected");
                     }
@@ -747,8 +768,12 @@ impl Network {
                 message: request_response::Message::Response { response, .. },
                 ..
             } => match response {
-                ControlResponse::Welcome => {}
+                ControlResponse::Welcome => {
+                    self.hellos_in_flight.remove(&peer);
+                    self.welcomed.insert(peer);
+                }
                 ControlResponse::Denied(reason) => {
+                    self.hellos_in_flight.remove(&peer);
                     tracing::warn!(%peer, "peer refused us: {reason}; is the cluster secret the same on both nodes?")
                 }
                 ControlResponse::Announcements(list) => {
@@ -759,8 +784,19 @@ impl Network {
                     }
                 }
             },
-            request_response::Event::OutboundFailure { peer, error, .. } => {
+            request_response::Event::OutboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
                 tracing::debug!(%peer, "control request failed: {error}");
+                // The hello rode on a connection that closed (a relayed one retired, say):
+                // without another one the peer drops us after AUTH_DEADLINE.
+                if self.hellos_in_flight.get(&peer) == Some(&request_id) {
+                    self.hellos_in_flight.remove(&peer);
+                    self.send_hello(peer);
+                }
             }
             _ => {}
         }
