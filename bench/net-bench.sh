@@ -22,7 +22,8 @@
 #   --pings N         pings per path for the RTT figures (default 200)
 #   --ping-interval S seconds between pings (default 0.01)
 #   --idle SECS       window for the idle CPU figure (default 10)
-#   --nat-a MODE      NAT in front of e1: port-preserving (default) or symmetric;
+#   --nat-a MODE      NAT in front of e1: symmetric (default, so the path stays relayed;
+#                     agents retry hole punching) or port-preserving;
 #                     the NAT in front of e2 is always symmetric (--random-fully)
 #   --bin DIR         take edgeway and edgeway-agent from DIR (implies --no-build)
 #   --no-build        use the existing release binaries in target/release
@@ -39,7 +40,7 @@ OMIT=0
 PINGS=200
 PING_INTERVAL=0.01
 IDLE=10
-NAT_A=port-preserving
+NAT_A=symmetric
 BUILD=1
 WRITE_DOC=1
 BIN=

@@ -26,6 +26,10 @@ pub fn open(name: &str, mtu: u16) -> Result<Tunnel, TunnelError> {
         .name(name)
         .mtu(mtu)
         .packet_information(false)
+        // TCP segmentation offload: the TUN hands over (and takes) super-packets of up to
+        // 64 KiB with a virtio-net header, so a bulk flow costs one read and one frame per
+        // 64 KiB instead of one per 1500-byte packet.
+        .offload(true)
         .build_async()
         .map_err(|source| TunnelError::Create {
             name: name.into(),

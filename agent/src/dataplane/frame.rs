@@ -1,29 +1,43 @@
-//! Framing of IP packets on a byte stream: a 2-byte big-endian length, then the packet.
-//! IP packets are at most 65535 bytes, so the length always fits.
+//! Framing of tunnel packets on a byte stream (`/edgeway/packets/2`): a 4-byte big-endian
+//! length, then the packet as the TUN hands it over with offloads on: a virtio-net header
+//! followed by an IP packet of up to 65535 bytes, which may be a TCP segmentation-offload
+//! super-packet. The header travels so the receiving kernel can segment or checksum the
+//! packet itself; a 2-byte length would not fit it beside a 65535-byte packet.
 
-/// Longest packet a frame can carry.
+pub use tun_rs::VIRTIO_NET_HDR_LEN as HDR_LEN;
+
+/// Longest IP packet a frame can carry.
 pub const MAX_PACKET: usize = u16::MAX as usize;
+/// Longest frame body: the virtio-net header and the packet.
+pub const MAX_BODY: usize = HDR_LEN + MAX_PACKET;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    #[error("frame of length 0")]
-    Empty,
-    #[error("packet of {0} bytes does not fit a frame")]
+    #[error("frame of {0} bytes holds no packet after its {HDR_LEN}-byte header")]
+    Empty(usize),
+    #[error("frame of {0} bytes is longer than {MAX_BODY}")]
     TooLong(usize),
 }
 
-/// Appends one frame to `out`.
-pub fn encode(packet: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
-    if packet.is_empty() {
-        return Err(FrameError::Empty);
+fn check(len: usize) -> Result<(), FrameError> {
+    if len <= HDR_LEN {
+        Err(FrameError::Empty(len))
+    } else if len > MAX_BODY {
+        Err(FrameError::TooLong(len))
+    } else {
+        Ok(())
     }
-    let len = u16::try_from(packet.len()).map_err(|_| FrameError::TooLong(packet.len()))?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(packet);
+}
+
+/// Appends one frame to `out`; `body` is the virtio-net header and the packet.
+pub fn encode(body: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
+    check(body.len())?;
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
     Ok(())
 }
 
-/// Incremental decoder over a receive buffer: feed bytes, take whole packets.
+/// Incremental decoder over a receive buffer: feed bytes, take whole frame bodies.
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
@@ -36,7 +50,7 @@ impl Decoder {
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
-        } else if self.start > 64 * 1024 {
+        } else if self.start > MAX_BODY {
             self.buf.drain(..self.start);
             self.start = 0;
         }
@@ -51,20 +65,19 @@ impl Decoder {
         self.buf.truncate(len - want + n);
     }
 
-    /// The next whole packet, if buffered. A zero length is a protocol error.
-    pub fn next_packet(&mut self) -> Result<Option<&[u8]>, FrameError> {
+    /// The next whole frame body (header and packet), if buffered. A length that cannot
+    /// be a frame is a protocol error: the stream is out of step and must close.
+    pub fn next_body(&mut self) -> Result<Option<&[u8]>, FrameError> {
         let avail = &self.buf[self.start..];
-        if avail.len() < 2 {
+        let Some(len) = avail.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        check(len)?;
+        if avail.len() < 4 + len {
             return Ok(None);
         }
-        let len = usize::from(u16::from_be_bytes([avail[0], avail[1]]));
-        if len == 0 {
-            return Err(FrameError::Empty);
-        }
-        if avail.len() < 2 + len {
-            return Ok(None);
-        }
-        let from = self.start + 2;
+        let from = self.start + 4;
         self.start = from + len;
         Ok(Some(&self.buf[from..from + len]))
     }
@@ -82,42 +95,54 @@ mod tests {
 
     #[test]
     fn round_trip_in_pieces() {
-        let packets: Vec<Vec<u8>> = (1..50).map(|n| vec![n as u8; n * 37]).collect();
+        let bodies: Vec<Vec<u8>> = (1..50).map(|n| vec![n as u8; HDR_LEN + n * 37]).collect();
         let mut wire = Vec::new();
-        for p in &packets {
-            encode(p, &mut wire).unwrap();
+        for b in &bodies {
+            encode(b, &mut wire).unwrap();
         }
+        // A super-packet of the largest size passes too.
+        let big = vec![7u8; MAX_BODY];
+        encode(&big, &mut wire).unwrap();
         // Feed in awkward chunk sizes, so frames straddle reads.
         let mut d = Decoder::default();
         let mut got = Vec::new();
-        for chunk in wire.chunks(7) {
+        for chunk in wire.chunks(977) {
             feed(&mut d, chunk);
-            while let Some(p) = d.next_packet().unwrap() {
-                got.push(p.to_vec());
+            while let Some(b) = d.next_body().unwrap() {
+                got.push(b.to_vec());
             }
         }
-        assert_eq!(got, packets);
+        assert_eq!(got.pop().as_deref(), Some(&big[..]));
+        assert_eq!(got, bodies);
     }
 
     #[test]
     fn bad_frames() {
-        assert_eq!(encode(&[], &mut Vec::new()), Err(FrameError::Empty));
         assert_eq!(
-            encode(&vec![0; MAX_PACKET + 1], &mut Vec::new()),
-            Err(FrameError::TooLong(MAX_PACKET + 1))
+            encode(&[0; HDR_LEN], &mut Vec::new()),
+            Err(FrameError::Empty(HDR_LEN))
+        );
+        assert_eq!(
+            encode(&vec![0; MAX_BODY + 1], &mut Vec::new()),
+            Err(FrameError::TooLong(MAX_BODY + 1))
         );
         let mut d = Decoder::default();
-        feed(&mut d, &[0, 0, 1]);
-        assert_eq!(d.next_packet(), Err(FrameError::Empty));
+        feed(&mut d, &[0, 0, 0, 0, 1]);
+        assert_eq!(d.next_body(), Err(FrameError::Empty(0)));
+        let mut d = Decoder::default();
+        feed(&mut d, &[0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(d.next_body(), Err(FrameError::TooLong(u32::MAX as usize)));
     }
 
     #[test]
     fn partial_read_keeps_only_what_arrived() {
         let mut d = Decoder::default();
-        let spare = d.spare(10);
-        spare[..3].copy_from_slice(&[0, 1, 9]);
-        d.filled(10, 3);
-        assert_eq!(d.next_packet().unwrap(), Some(&[9u8][..]));
-        assert_eq!(d.next_packet().unwrap(), None);
+        let spare = d.spare(64);
+        let body = [9u8; HDR_LEN + 1];
+        spare[..4].copy_from_slice(&(body.len() as u32).to_be_bytes());
+        spare[4..4 + body.len()].copy_from_slice(&body);
+        d.filled(64, 4 + body.len());
+        assert_eq!(d.next_body().unwrap(), Some(&body[..]));
+        assert_eq!(d.next_body().unwrap(), None);
     }
 }

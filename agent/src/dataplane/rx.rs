@@ -8,7 +8,7 @@ use futures::{AsyncReadExt, StreamExt};
 use libp2p::{PeerId, Stream};
 use tun_rs::AsyncDevice;
 
-use super::frame::Decoder;
+use super::frame::{self, Decoder};
 use super::packet;
 use crate::metrics::{drop_reason, Direction, Metrics};
 use crate::netstate::NetState;
@@ -60,7 +60,7 @@ async fn read_stream(
     let peer_s = peer.to_string();
     let (packets, bytes) = metrics.traffic(&peer_s, Direction::Rx);
     let mut decoder = Decoder::default();
-    const READ: usize = 64 * 1024;
+    const READ: usize = 256 * 1024;
     loop {
         let spare = decoder.spare(READ);
         let n = match stream.read(spare).await {
@@ -72,8 +72,8 @@ async fn read_stream(
         };
         decoder.filled(READ, n);
         loop {
-            let pkt = match decoder.next_packet() {
-                Ok(Some(p)) => p,
+            let body = match decoder.next_body() {
+                Ok(Some(b)) => b,
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(%peer, "bad frame, closing stream: {e}");
@@ -85,7 +85,8 @@ async fn read_stream(
                 metrics.drop_packet(drop_reason::NOT_MEMBER);
                 return;
             }
-            let Some((src, dst)) = packet::addresses(pkt) else {
+            // A super-packet's segments all carry the header checked here.
+            let Some((src, dst)) = packet::addresses(&body[frame::HDR_LEN..]) else {
                 metrics.drop_packet(drop_reason::MALFORMED);
                 continue;
             };
@@ -97,10 +98,11 @@ async fn read_stream(
                 metrics.drop_packet(drop_reason::NOT_LOCAL_DESTINATION);
                 continue;
             }
-            match tun.send(pkt).await {
+            // The kernel checks the virtio-net header as it does a VM guest's.
+            match tun.send(body).await {
                 Ok(_) => {
                     packets.inc();
-                    bytes.inc_by(pkt.len() as u64);
+                    bytes.inc_by((body.len() - frame::HDR_LEN) as u64);
                 }
                 Err(_) => metrics.drop_packet(drop_reason::TUN_WRITE),
             }

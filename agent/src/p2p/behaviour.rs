@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::announce::SignedAnnouncement;
 
 pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/edgeway/control/1");
-pub const PACKETS_PROTOCOL: StreamProtocol = StreamProtocol::new("/edgeway/packets/1");
+/// Version 2: frames carry the TUN's virtio-net header (see `dataplane::frame`).
+pub const PACKETS_PROTOCOL: StreamProtocol = StreamProtocol::new("/edgeway/packets/2");
 pub const OWNERSHIP_TOPIC: &str = "edgeway/ownership/1";
 
 /// Control requests between agents. Nothing but `Hello` is served before a peer proves membership.

@@ -11,7 +11,9 @@ use futures::{AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, SwarmBuilder};
 
-const PACKETS: StreamProtocol = StreamProtocol::new("/edgeway/packets/1");
+const PACKETS: StreamProtocol = StreamProtocol::new("/edgeway/packets/2");
+/// The virtio-net header that precedes each packet in a frame; zero means "no offload".
+const VNET_HDR: [u8; 10] = [0; 10];
 
 /// An ICMP echo request with valid header checksums.
 fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, seq: u16) -> Vec<u8> {
@@ -99,7 +101,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(mut stream) => {
             for seq in 0..count {
                 let pkt = icmp_echo(src, dst, seq);
-                let mut frame = (pkt.len() as u16).to_be_bytes().to_vec();
+                let mut frame = ((VNET_HDR.len() + pkt.len()) as u32).to_be_bytes().to_vec();
+                frame.extend_from_slice(&VNET_HDR);
                 frame.extend_from_slice(&pkt);
                 if stream.write_all(&frame).await.is_err() || stream.flush().await.is_err() {
                     break;
