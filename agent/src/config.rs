@@ -72,6 +72,9 @@ pub struct TunnelConfig {
     pub table: u32,
     /// Packets queued per peer before new ones are dropped and counted.
     pub queue_len: usize,
+    /// Bytes queued per peer before new packets are dropped and counted: with offload a
+    /// packet can be 64 KiB, so a count alone does not bound memory.
+    pub queue_bytes: usize,
 }
 
 impl Default for TunnelConfig {
@@ -81,6 +84,7 @@ impl Default for TunnelConfig {
             mtu: 1500,
             table: DEFAULT_TABLE,
             queue_len: 1024,
+            queue_bytes: 4 << 20,
         }
     }
 }
@@ -248,6 +252,12 @@ impl Config {
             return invalid(
                 "tunnel.queueLen",
                 format!("{} is not in 16..=1000000", self.tunnel.queue_len),
+            );
+        }
+        if !((64 << 10)..=(256 << 20)).contains(&self.tunnel.queue_bytes) {
+            return invalid(
+                "tunnel.queueBytes",
+                format!("{} is not in 65536..=268435456", self.tunnel.queue_bytes),
             );
         }
         if !(5..=86_400).contains(&self.p2p.peer_grace_secs) {

@@ -135,13 +135,15 @@ pub async fn start(
         net.clone(),
         metrics.clone(),
     )));
-    let queue_len = config.tunnel.queue_len;
+    let queue = dataplane::tx::QueueLimits {
+        packets: config.tunnel.queue_len,
+        bytes: config.tunnel.queue_bytes,
+    };
     let (tx_net, tx_metrics) = (net.clone(), metrics.clone());
     let transports = dataplane::transport::TransportSelector::new(control);
     tasks.push(tokio::spawn(async move {
         if let Err(e) =
-            dataplane::tx::pump_tun_to_peers(tun_dev, tx_net, transports, tx_metrics, queue_len)
-                .await
+            dataplane::tx::pump_tun_to_peers(tun_dev, tx_net, transports, tx_metrics, queue).await
         {
             tracing::error!("reading the TUN failed: {e}");
         }

@@ -2,6 +2,7 @@
 //! per peer, through a bounded queue. A full queue drops the packet and counts it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,16 +23,58 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// A link with no packet for this long closes; the next packet opens a new one.
 const LINK_IDLE: Duration = Duration::from_secs(60);
 
+/// How much may wait for one peer: whichever bound is hit first drops new packets.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub packets: usize,
+    pub bytes: usize,
+}
+
+/// The pump's end of one peer's queue.
+struct Link {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Bytes in the queue: added here, taken off by `run_link`.
+    queued: Arc<AtomicUsize>,
+}
+
+impl Link {
+    /// Queues a packet, or hands it back when the link has ended (it idled out).
+    fn offer(&self, pkt: Vec<u8>, limit: usize, metrics: &Metrics) -> Option<Vec<u8>> {
+        if self.tx.is_closed() {
+            return Some(pkt);
+        }
+        let len = pkt.len();
+        if self.queued.load(Ordering::Relaxed) + len > limit {
+            metrics.drop_packet(drop_reason::QUEUE_FULL);
+            return None;
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        match self.tx.try_send(pkt) {
+            Ok(()) => None,
+            Err(e) => {
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+                match e {
+                    TrySendError::Full(_) => {
+                        metrics.drop_packet(drop_reason::QUEUE_FULL);
+                        None
+                    }
+                    TrySendError::Closed(pkt) => Some(pkt),
+                }
+            }
+        }
+    }
+}
+
 pub async fn pump_tun_to_peers(
     tun: Arc<AsyncDevice>,
     net: Arc<NetState>,
     transports: TransportSelector,
     metrics: Arc<Metrics>,
-    queue_len: usize,
+    queue: QueueLimits,
 ) -> std::io::Result<()> {
     let local = net.table().local_peer().to_string();
     let mut peer_ids: HashMap<String, PeerId> = HashMap::new();
-    let mut links: HashMap<PeerId, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut links: HashMap<PeerId, Link> = HashMap::new();
     // The TUN hands over a virtio-net header, then the packet (see `frame`).
     let mut buf = vec![0u8; frame::MAX_BODY];
     loop {
@@ -58,30 +101,50 @@ pub async fn pump_tun_to_peers(
             continue;
         };
         let spawn = || {
-            let (tx, rx) = mpsc::channel(queue_len);
+            let (tx, rx) = mpsc::channel(queue.packets);
+            let queued = Arc::new(AtomicUsize::new(0));
             tokio::spawn(run_link(
                 peer,
                 transports.for_peer(&peer),
                 rx,
+                queued.clone(),
                 metrics.clone(),
             ));
-            tx
+            Link { tx, queued }
         };
-        let tx = links.entry(peer).or_insert_with(spawn);
-        let pkt = match tx.try_send(pkt.to_vec()) {
-            Ok(()) => continue,
-            Err(TrySendError::Full(_)) => {
-                metrics.drop_packet(drop_reason::QUEUE_FULL);
-                continue;
-            }
-            // The link ended after idling: start a new one for this packet.
-            Err(TrySendError::Closed(pkt)) => pkt,
+        let link = links.entry(peer).or_insert_with(spawn);
+        // The link ended after idling: start a new one for this packet.
+        let Some(pkt) = link.offer(pkt.to_vec(), queue.bytes, &metrics) else {
+            continue;
         };
-        let tx = spawn();
-        if tx.try_send(pkt).is_err() {
+        let link = spawn();
+        if link.offer(pkt, queue.bytes, &metrics).is_some() {
             metrics.drop_packet(drop_reason::LINK_DOWN);
         }
-        links.insert(peer, tx);
+        links.insert(peer, link);
+    }
+}
+
+/// The link's end of its queue: takes the bytes it dequeues off the pump's count.
+struct Queue {
+    rx: mpsc::Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn taken(&self, pkt: Vec<u8>) -> Vec<u8> {
+        self.queued.fetch_sub(pkt.len(), Ordering::Relaxed);
+        pkt
+    }
+
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        let pkt = self.rx.recv().await?;
+        Some(self.taken(pkt))
+    }
+
+    fn try_recv(&mut self) -> Option<Vec<u8>> {
+        let pkt = self.rx.try_recv().ok()?;
+        Some(self.taken(pkt))
     }
 }
 
@@ -89,9 +152,11 @@ pub async fn pump_tun_to_peers(
 async fn run_link(
     peer: PeerId,
     mut transport: Transport,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 ) {
+    let mut rx = Queue { rx, queued };
     let (packets, bytes): (Counter, Counter) = metrics.traffic(&peer.to_string(), Direction::Tx);
     let mut out = Vec::with_capacity(BATCH_BYTES + frame::MAX_BODY + 4);
     let mut last_packet = tokio::time::Instant::now();
@@ -124,7 +189,7 @@ async fn run_link(
                     payload += (pkt.len() - frame::HDR_LEN) as u64;
                 }
                 if out.len() < BATCH_BYTES {
-                    next = rx.try_recv().ok();
+                    next = rx.try_recv();
                 }
             }
             if let Err(e) = sink.write_batch(&out).await {
@@ -147,7 +212,7 @@ async fn run_link(
 /// Drops what is queued while the peer is unreachable, then waits before a retry.
 /// Returns false when the link is no longer wanted.
 async fn drain_while_down(
-    rx: &mut mpsc::Receiver<Vec<u8>>,
+    rx: &mut Queue,
     metrics: &Metrics,
     last_packet: &mut tokio::time::Instant,
 ) -> bool {
@@ -164,5 +229,44 @@ async fn drain_while_down(
                 None => return false,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dropped(metrics: &Metrics, reason: &'static str) -> u64 {
+        metrics
+            .drops
+            .get_or_create(&crate::metrics::ReasonLabels { reason })
+            .get()
+    }
+
+    #[test]
+    fn the_byte_bound_drops_before_the_count_bound() {
+        let metrics = Metrics::new();
+        let (tx, rx) = mpsc::channel(100);
+        let link = Link {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+        };
+        // Two 64 KiB super-packets fit a 128 KiB budget; the third is dropped.
+        for _ in 0..3 {
+            assert!(link.offer(vec![0; 64 << 10], 128 << 10, &metrics).is_none());
+        }
+        assert_eq!(dropped(&metrics, drop_reason::QUEUE_FULL), 1);
+        // The link side gives the bytes back as it dequeues.
+        let mut queue = Queue {
+            rx,
+            queued: link.queued.clone(),
+        };
+        assert!(queue.try_recv().is_some());
+        assert_eq!(link.queued.load(Ordering::Relaxed), 64 << 10);
+        assert!(link.offer(vec![0; 64 << 10], 128 << 10, &metrics).is_none());
+        assert_eq!(dropped(&metrics, drop_reason::QUEUE_FULL), 1);
+        // A closed link hands the packet back, so a new one can take it.
+        drop(queue);
+        assert_eq!(link.offer(vec![1; 10], 128 << 10, &metrics), Some(vec![1; 10]));
     }
 }
