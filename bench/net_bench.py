@@ -32,6 +32,10 @@ import subprocess
 import sys
 import time
 
+# The agent's API over its unix socket, shared with the ADD latency benchmark.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cni_bench import UnixHTTPConnection  # noqa: E402
+
 PORT = 5201
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HEADING = "## Network: native vs edgeway (direct, relayed) vs Nebula"
@@ -88,18 +92,6 @@ def link_bytes(ns, dev):
         return int(out[0]), int(out[1])
     except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
         return None
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=5.0):
-        super().__init__("edgeway-agent", timeout=timeout)
-        self._path = path
-
-    def connect(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self._path)
-        self.sock = s
 
 
 def agent_path(status_spec):

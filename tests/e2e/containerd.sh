@@ -14,23 +14,7 @@ command -v containerd >/dev/null || fail "containerd is not installed (apt-get i
 log "$(containerd --version); $(runc --version | head -n1)"
 cri_client_setup
 
-log "building the topology"
-for n in r a1 b1; do make_ns "$n"; done
-link_ns r lana 198.51.100.1/24 a1 eth0 198.51.100.11/24
-link_ns r lanb 203.0.113.1/24 b1 eth0 203.0.113.21/24
-in_ns r sysctl -qw net.ipv4.ip_forward=1
-in_ns a1 ip route add default via 198.51.100.1
-in_ns b1 ip route add default via 203.0.113.1
-
-write_secret secret
-write_conflist a1 10.244.1.0/24
-write_conflist b1 10.244.3.0/24
-agent_start a1 lan-a secret 198.51.100.11
-BOOT="/ip4/198.51.100.11/tcp/7333/p2p/$(peer_id a1)"
-agent_start b1 lan-b secret 203.0.113.21 "$BOOT"
-members() { [ "$(metric "$1" '^edgeway_peers$')" -ge 1 ]; }
-wait_for "a1 and b1 to meet" 15 members a1
-PB1=$(pod_add b1 pb1)
+rt_two_lans
 
 log "containerd on a1, in a1's namespaces, with per-run config, root, state and CNI config dir"
 rt_node_shell a1 /run/netns /run/containerd /var/lib/cni
