@@ -12,6 +12,8 @@ pub enum TunnelError {
     Index { name: String, source: io::Error },
     #[error("cannot set {path}: {source}")]
     Sysctl { path: String, source: io::Error },
+    #[error("cannot set the offloads of {name}: {source}")]
+    Offload { name: String, source: io::Error },
 }
 
 pub struct Tunnel {
@@ -35,6 +37,10 @@ pub fn open(name: &str, mtu: u16) -> Result<Tunnel, TunnelError> {
             name: name.into(),
             source,
         })?;
+    tcp_offloads_only(&device).map_err(|source| TunnelError::Offload {
+        name: name.into(),
+        source,
+    })?;
     let ifindex = nix::net::if_::if_nametoindex(name).map_err(|e| TunnelError::Index {
         name: name.into(),
         source: e.into(),
@@ -52,6 +58,23 @@ pub fn open(name: &str, mtu: u16) -> Result<Tunnel, TunnelError> {
         name: name.into(),
         ifindex,
     })
+}
+
+// TUNSETOFFLOAD: _IOW('T', 208, unsigned int), the flags passed by value.
+nix::ioctl_write_int!(tun_set_offload, b'T', 208);
+
+/// TCP segmentation and checksum offload, but not UDP segmentation (USO), which tun-rs
+/// turns on where the kernel has it: a peer on a kernel before 6.2 could not take those
+/// super-packets back into its TUN.
+fn tcp_offloads_only(device: &AsyncDevice) -> io::Result<()> {
+    const TUN_F_CSUM: u64 = 0x01;
+    const TUN_F_TSO4: u64 = 0x02;
+    const TUN_F_TSO6: u64 = 0x04;
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is the open TUN device, and the flags are TUN_F_* bits.
+    unsafe { tun_set_offload(device.as_raw_fd(), TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) }
+        .map(|_| ())
+        .map_err(io::Error::from)
 }
 
 fn sysctl(path: &str, value: &str) -> Result<(), TunnelError> {

@@ -267,6 +267,9 @@ mod tests {
         assert_eq!(dropped(&metrics, drop_reason::QUEUE_FULL), 1);
         // A closed link hands the packet back, so a new one can take it.
         drop(queue);
-        assert_eq!(link.offer(vec![1; 10], 128 << 10, &metrics), Some(vec![1; 10]));
+        assert_eq!(
+            link.offer(vec![1; 10], 128 << 10, &metrics),
+            Some(vec![1; 10])
+        );
     }
 }
