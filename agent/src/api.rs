@@ -5,7 +5,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -114,9 +114,16 @@ async fn register(
 
 async fn unregister(
     State(node): State<Arc<Node>>,
-    UrlPath((container_id, ifname)): UrlPath<(String, String)>,
+    path: Result<UrlPath<(String, String)>, PathRejection>,
 ) -> Response {
     const EP: &str = "unregister";
+    // A percent-escape that decodes to no UTF-8 fails here; it still gets a JSON reason.
+    let (container_id, ifname) = match path {
+        Ok(UrlPath(segments)) => segments,
+        Err(rejection) => {
+            return error(&node, EP, StatusCode::BAD_REQUEST, rejection.body_text());
+        }
+    };
     if let Err(reason) = validate_container_id(&container_id).and(validate_ifname(&ifname)) {
         return error(&node, EP, StatusCode::BAD_REQUEST, reason);
     }
@@ -229,4 +236,45 @@ pub fn bind(path: &Path, group: Option<&str>) -> io::Result<UnixListener> {
     }
     listener.set_nonblocking(true)?;
     UnixListener::from_std(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgeway_common::store::Store;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One bodiless request over the socket; the status and the body of the answer.
+    async fn request(socket: &Path, method_and_path: &str) -> (u16, String) {
+        let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
+        let head = format!(
+            "{method_and_path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.unwrap();
+        let status = raw[9..12].parse().unwrap();
+        (status, raw.split_once("\r\n\r\n").unwrap().1.to_string())
+    }
+
+    #[tokio::test]
+    async fn undecodable_path_gets_a_json_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Arc::new(Node::new("n".into(), Store::new(dir.path().join("state"))));
+        let socket = dir.path().join("api.sock");
+        let listener = bind(&socket, None).unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(node)).await });
+        // Found by fuzzing (agent_api): `%f4` decodes to no UTF-8, and axum's own
+        // plain-text rejection went out instead of {"error": ...}.
+        for path in ["/v1/attachments/%f4/eth0", "/v1/attachments/c1/%ff%fe"] {
+            let (status, body) = request(&socket, &format!("DELETE {path}")).await;
+            assert_eq!(status, 400, "{path}: {body}");
+            let e: ApiError = serde_json::from_str(&body)
+                .unwrap_or_else(|_| panic!("{path}: not an API error: {body}"));
+            assert!(e.error.contains("UTF-8"), "{path}: {}", e.error);
+        }
+        // Still a valid key after decoding: accepted.
+        let (status, body) = request(&socket, "DELETE /v1/attachments/c1/veth%40x").await;
+        assert_eq!(status, 200, "{body}");
+    }
 }

@@ -12,14 +12,10 @@
 
 #![cfg_attr(not(test), no_main)]
 
-mod agent_client;
-mod cmd;
-mod config;
-mod env;
-
 use std::io::{Read, Write};
 
 use edgeway_common::cni::{CniError, CniVersion, ErrorCode};
+use edgeway_plugin::{cmd, config};
 
 /// Network configs are a few KiB; anything near this is not one.
 #[cfg_attr(test, allow(dead_code))]

@@ -249,6 +249,18 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_passed_on_as_they_came() {
+        // Found by fuzzing (prev_result): serde_json's default float parser read this one
+        // ulp off the nearest double, so the printed result re-parsed as another number.
+        let text = r#"{"cniVersion":"1.0.0","x-weight":111111.1111111111111111111111111111111}"#;
+        let prev: Value = serde_json::from_str(text).unwrap();
+        let out = convert_result(&prev, CniVersion::V1_1_0).unwrap();
+        let next_plugin_reads: Value = serde_json::from_str(&out.to_string()).unwrap();
+        assert_eq!(next_plugin_reads, out);
+        assert_eq!(out["x-weight"], prev["x-weight"]);
+    }
+
+    #[test]
     fn version_is_derived_from_the_address() {
         let r = json!({"cniVersion": "1.0.0", "ips": [
             {"address": "10.244.0.2/24"}, {"address": "fd00::2/64"}]});

@@ -1,5 +1,7 @@
 //! ADD: rules, then the record, then the agent. A failing step undoes the earlier ones.
 
+use std::net::IpAddr;
+
 use edgeway_common::api::Attachment;
 use edgeway_common::cni::result::{convert_result, sandbox_ips};
 use edgeway_common::cni::{CniError, ErrorCode};
@@ -11,7 +13,9 @@ use crate::agent_client::{AgentClient, AgentError};
 use crate::config::{NetConf, OnAgentDown};
 use crate::env::ContainerEnv;
 
-pub fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
+/// What ADD prints and the addresses it steers, from `prevResult` alone. It has no side
+/// effects, so the fuzz target runs it too.
+pub fn prepare(conf: &NetConf, c: &ContainerEnv) -> Result<(String, Vec<IpAddr>), CniError> {
     let prev = conf.prev_result.as_ref().ok_or_else(|| {
         CniError::new(
             ErrorCode::InvalidNetworkConfig,
@@ -20,8 +24,12 @@ pub fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
         )
     })?;
     let result = convert_result(prev, conf.cni_version)?;
-    let output = result.to_string();
     let ips = sandbox_ips(&result, &c.ifname)?;
+    Ok((result.to_string(), ips))
+}
+
+pub fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
+    let (output, ips) = prepare(conf, c)?;
     if ips.is_empty() {
         // Nothing to steer; the pod keeps host-CNI networking, which is never worth a failed ADD.
         warn(format!(

@@ -7,44 +7,63 @@ mod gc;
 mod rules;
 mod status;
 
+pub use add::prepare as prepare_add;
+
 use edgeway_common::cni::version::SUPPORTED_VERSIONS;
 use edgeway_common::cni::{CniError, CniVersion, ErrorCode};
 use edgeway_common::store::{Store, StoreLock};
 use serde_json::json;
 
 use crate::config::{self, NetConf};
-use crate::env::{self, Command};
+use crate::env::{self, Command, ContainerEnv};
 
-/// Runs one plugin invocation and returns what goes to stdout.
-pub fn run(get: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<String, CniError> {
+/// One invocation, read and checked but not acted on yet.
+#[derive(Debug)]
+pub enum Request {
+    Version,
+    Add(NetConf, ContainerEnv),
+    Del(NetConf, ContainerEnv),
+    Check(NetConf, ContainerEnv),
+    Status(NetConf),
+    Gc(NetConf),
+}
+
+/// Reads the environment and stdin, touching no file, socket or netlink, so that the fuzz
+/// target checks exactly what every invocation starts with.
+pub fn parse(get: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Request, CniError> {
     let cmd = env::command(get)?;
     if cmd == Command::Version {
-        return Ok(version(stdin));
+        return Ok(Request::Version);
     }
     let conf = config::parse(stdin)?;
     gate(cmd, conf.cni_version)?;
-    match cmd {
-        Command::Add => {
-            let c = env::container(cmd, get)?;
-            add::run(&conf, &c)
-        }
-        Command::Del => {
-            let c = env::container(cmd, get)?;
+    Ok(match cmd {
+        Command::Add => Request::Add(conf, env::container(cmd, get)?),
+        Command::Del => Request::Del(conf, env::container(cmd, get)?),
+        Command::Check => Request::Check(conf, env::container(cmd, get)?),
+        Command::Status => Request::Status(conf),
+        Command::Gc => Request::Gc(conf),
+        Command::Version => unreachable!("answered above"),
+    })
+}
+
+/// Runs one plugin invocation and returns what goes to stdout.
+pub fn run(get: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<String, CniError> {
+    match parse(get, stdin)? {
+        Request::Version => Ok(version(stdin)),
+        Request::Add(conf, c) => add::run(&conf, &c),
+        Request::Del(conf, c) => {
             del::run(&conf, &c);
             Ok(String::new())
         }
-        Command::Check => {
-            let c = env::container(cmd, get)?;
-            check::run(&conf, &c).map(|()| String::new())
-        }
-        Command::Status => status::run(&conf).map(|()| String::new()),
-        Command::Gc => gc::run(&conf).map(|()| String::new()),
-        Command::Version => unreachable!("answered above"),
+        Request::Check(conf, c) => check::run(&conf, &c).map(|()| String::new()),
+        Request::Status(conf) => status::run(&conf).map(|()| String::new()),
+        Request::Gc(conf) => gc::run(&conf).map(|()| String::new()),
     }
 }
 
 /// VERSION needs no valid config: podman probes it with whatever it has.
-fn version(stdin: &[u8]) -> String {
+pub fn version(stdin: &[u8]) -> String {
     let v = config::peek_version(stdin).unwrap_or(CniVersion::LATEST);
     json!({"cniVersion": v.as_str(), "supportedVersions": SUPPORTED_VERSIONS}).to_string()
 }
