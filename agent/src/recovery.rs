@@ -20,6 +20,9 @@ pub struct Report {
     pub removed_rules: usize,
     pub readded_rules: usize,
     pub corrupt: Vec<CorruptFile>,
+    /// Edgeway rules no readable record claims, left in place because a corrupt record
+    /// may be theirs.
+    pub kept_unclaimed_rules: usize,
     /// Repairs that failed; retried on the next pass and shown on `/readyz`.
     pub failures: Vec<String>,
 }
@@ -93,13 +96,31 @@ pub fn replay_pending_dels(
 /// Makes records and kernel rules agree: an edgeway rule that no record claims is removed,
 /// and a record missing rules gets them back, except that with `drop_ruleless` a record
 /// whose rules are all gone is dropped instead (after a reboot).
+///
+/// A record that has become unreadable loses nothing: an attachment in `known` (what the
+/// agent already holds) whose record file is corrupt is kept, rules included; and while a
+/// corrupt record that no known attachment explains remains, no unclaimed rule is removed,
+/// since it may be that record's. The corrupt files are reported and left in place.
 pub fn reconcile_rules(
     store: &Store,
     sock: &mut RuleSocket,
     drop_ruleless: bool,
+    known: &[Attachment],
     report: &mut Report,
 ) -> Result<Vec<Attachment>, RecoveryError> {
-    let (records, corrupt) = store.list_records()?;
+    let (mut records, corrupt) = store.list_records()?;
+    let mut unexplained = 0;
+    for c in &corrupt {
+        let name = c.path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let held = known.iter().find(|a| {
+            name.as_deref() == Some(a.key().file_name().as_str())
+                && !records.iter().any(|r| r.key() == a.key())
+        });
+        match held {
+            Some(a) => records.push(a.clone()),
+            None => unexplained += 1,
+        }
+    }
     report.corrupt.extend(corrupt);
     let installed: HashSet<PodRule> = rules::list(sock)?.into_iter().collect();
 
@@ -125,6 +146,10 @@ pub fn reconcile_rules(
         kept.push(a);
     }
     let claimed: HashSet<PodRule> = kept.iter().flat_map(rules_of).collect();
+    if unexplained > 0 {
+        report.kept_unclaimed_rules = installed.difference(&claimed).count();
+        return Ok(kept);
+    }
     for rule in installed.difference(&claimed) {
         match rules::delete(sock, *rule) {
             Ok(()) => report.removed_rules += 1,

@@ -65,7 +65,14 @@ async fn serve(config: Config, name: String) -> anyhow::Result<()> {
         Duration::from_secs(config.resync_interval_secs),
     ));
     let networking = match &config.p2p.cluster_secret_file {
-        Some(secret) => Some(crate::networking::start(&config, node.clone(), secret).await?),
+        Some(secret) => match crate::networking::start(&config, node.clone(), secret).await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                // No agent will answer here: a plugin must find no socket, not a dead one.
+                let _ = std::fs::remove_file(&config.api.socket);
+                return Err(e);
+            }
+        },
         None => {
             tracing::warn!("p2p.clusterSecretFile is not set: running node-local only, without cross-LAN networking");
             None
@@ -91,6 +98,9 @@ async fn serve(config: Config, name: String) -> anyhow::Result<()> {
     served.context("API server failed")
 }
 
+/// What the state-dir probe writes: one page, about what a record occupies on disk.
+const PROBE_BYTES: usize = 4096;
+
 /// Recovers once, then keeps the registry and the pending-DEL queue in step with the disk.
 async fn maintain(node: Arc<Node>, every: Duration) {
     let mut rules = loop {
@@ -104,7 +114,8 @@ async fn maintain(node: Arc<Node>, every: Duration) {
     };
     loop {
         match reconcile(&node, &mut rules, true).await {
-            Ok(failures) => {
+            Ok(mut failures) => {
+                failures.extend(state_dir_problems(&node.store));
                 node.set_problems(failures);
                 break;
             }
@@ -120,12 +131,16 @@ async fn maintain(node: Arc<Node>, every: Duration) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let problems = match reconcile(&node, &mut rules, false).await {
-            Ok(mut failures) => {
-                failures.extend(state_dir_problems(&node.store));
-                failures
+        let unwritable = state_dir_problems(&node.store);
+        let problems = if !unwritable.is_empty() {
+            // A DEL meanwhile may have failed to remove its record: reading the records back
+            // now would bring that pod back. The registry stays as the API left it.
+            unwritable
+        } else {
+            match reconcile(&node, &mut rules, false).await {
+                Ok(failures) => failures,
+                Err(e) => vec![format!("resync failed: {e:#}")],
             }
-            Err(e) => vec![format!("resync failed: {e:#}")],
         };
         node.set_problems(problems);
     }
@@ -160,13 +175,21 @@ async fn reconcile(
     let changed = with_exclusive_lock(store, async || {
         // Synchronous: a few small files and rule requests the kernel answers at once.
         recovery::replay_pending_dels(store, rules, &mut report)?;
-        let kept = recovery::reconcile_rules(store, rules, startup, &mut report)?;
+        // Read under the lock, so it holds every registration whose ADD has finished.
+        let known = node.registry().list();
+        let kept = recovery::reconcile_rules(store, rules, startup, &known, &mut report)?;
         // Replaced while the lock is held: a registration racing with the listing would be lost.
         Ok(node.registry().replace_all(kept))
     })
     .await?;
     for c in &report.corrupt {
         tracing::warn!(path = %c.path.display(), reason = %c.reason, "corrupt state file left in place");
+    }
+    if report.kept_unclaimed_rules > 0 {
+        tracing::warn!(
+            rules = report.kept_unclaimed_rules,
+            "edgeway rules without a readable record left in place: a corrupt record may claim them"
+        );
     }
     let m = &node.metrics;
     m.count_recovery("replayed_del", report.replayed_dels);
@@ -200,13 +223,24 @@ async fn reconcile(
 }
 
 /// A state dir the plugin cannot write to means ADDs fail: report it on /readyz.
+///
+/// The probe writes as much as a record takes on disk: an empty file needs only an inode,
+/// so on a full filesystem it succeeds while every record write fails.
 fn state_dir_problems(store: &Store) -> Vec<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let probe = store.dir().join(".write-probe");
-    match std::fs::write(&probe, b"") {
-        Ok(()) => {
-            let _ = std::fs::remove_file(&probe);
-            vec![]
-        }
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&probe)
+        .and_then(|mut f| f.write_all(&[0u8; PROBE_BYTES]));
+    // Also after a failed write: on a full disk the empty file is made.
+    let _ = std::fs::remove_file(&probe);
+    match written {
+        Ok(()) => vec![],
         Err(e) => vec![format!(
             "stateDir {} is not writable: {e}",
             store.dir().display()

@@ -18,7 +18,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -30,20 +30,22 @@ use crate::api::{Attachment, AttachmentKey};
 const ATTACHMENTS: &str = "attachments";
 const PENDING_DEL: &str = "pending-del";
 
+/// The I/O error is part of the message, not a `source`: the plugin prints the message
+/// alone, and the agent prints errors with their chain (`{:#}`), which would repeat it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create state directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: io::Error },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("cannot remove {path}: {source}")]
-    Remove { path: PathBuf, source: io::Error },
+    #[error("cannot create state directory {path}: {error}")]
+    CreateDir { path: PathBuf, error: io::Error },
+    #[error("cannot write {path}: {error}")]
+    Write { path: PathBuf, error: io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: io::Error },
+    #[error("cannot remove {path}: {error}")]
+    Remove { path: PathBuf, error: io::Error },
     #[error("corrupt record {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("cannot lock {path}: {source}")]
-    Lock { path: PathBuf, source: io::Error },
+    #[error("cannot lock {path}: {error}")]
+    Lock { path: PathBuf, error: io::Error },
 }
 
 /// A DEL that the agent has not heard of yet.
@@ -89,40 +91,61 @@ impl Store {
         &self.dir
     }
 
-    /// Creates `stateDir` and its subdirectories, 0700.
+    /// Creates `stateDir` and its subdirectories, 0700. One that already exists with group
+    /// or other bits (kubelet makes a `DirectoryOrCreate` hostPath 0755) is tightened to
+    /// 0700 as well, as far as the filesystem allows: it holds the node's private key.
     pub fn ensure_dirs(&self) -> Result<(), StoreError> {
         for d in [
             self.dir.clone(),
             self.dir.join(ATTACHMENTS),
             self.dir.join(PENDING_DEL),
         ] {
-            if d.is_dir() {
-                continue;
+            if let Ok(meta) = fs::metadata(&d) {
+                if meta.is_dir() {
+                    if meta.permissions().mode() & 0o077 != 0 {
+                        let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o700));
+                    }
+                    continue;
+                }
             }
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(&d)
-                .map_err(|source| StoreError::CreateDir { path: d, source })?;
+                .map_err(|error| StoreError::CreateDir { path: d, error })?;
         }
         Ok(())
     }
 
     fn lock(&self, arg: FlockArg) -> Result<StoreLock, StoreError> {
         let path = self.dir.join("lock");
-        let file = OpenOptions::new()
+        let opened = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
-            .open(&path)
-            .map_err(|source| StoreError::Lock {
-                path: path.clone(),
-                source,
-            })?;
+            .open(&path);
+        let file = match opened {
+            Ok(f) => f,
+            // flock(2) needs no write access. On a read-only filesystem nothing can be
+            // written anyway, and the agent can still rebuild its registry from the records
+            // (the failing write then names the real cause).
+            Err(e) if e.kind() == io::ErrorKind::ReadOnlyFilesystem => {
+                File::open(&path).map_err(|_| StoreError::Lock {
+                    path: path.clone(),
+                    error: e,
+                })?
+            }
+            Err(error) => {
+                return Err(StoreError::Lock {
+                    path: path.clone(),
+                    error,
+                })
+            }
+        };
         let lock = Flock::lock(file, arg).map_err(|(_, e)| StoreError::Lock {
             path,
-            source: e.into(),
+            error: e.into(),
         })?;
         Ok(StoreLock { _lock: lock })
     }
@@ -196,9 +219,9 @@ impl Store {
 
 /// Writes `value` as JSON to `path` through a temp file and a rename.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
-    let err = |source| StoreError::Write {
+    let err = |error| StoreError::Write {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
@@ -228,10 +251,10 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> 
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
+        Err(error) => {
             return Err(StoreError::Read {
                 path: path.to_path_buf(),
-                source,
+                error,
             })
         }
     };
@@ -249,19 +272,19 @@ fn list_json<T: DeserializeOwned>(dir: &Path) -> Result<Listed<T>, StoreError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((vec![], vec![])),
-        Err(source) => {
+        Err(error) => {
             return Err(StoreError::Read {
                 path: dir.to_path_buf(),
-                source,
+                error,
             })
         }
     };
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| StoreError::Read {
+        let entry = entry.map_err(|error| StoreError::Read {
             path: dir.to_path_buf(),
-            source,
+            error,
         })?;
         let path = entry.path();
         let name = entry.file_name();
@@ -285,9 +308,9 @@ fn remove_file(path: &Path) -> Result<(), StoreError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(StoreError::Remove {
+        Err(error) => Err(StoreError::Remove {
             path: path.to_path_buf(),
-            source,
+            error,
         }),
     }
 }
@@ -296,7 +319,6 @@ fn remove_file(path: &Path) -> Result<(), StoreError> {
 mod tests {
     use super::*;
     use crate::api::PodRef;
-    use std::os::unix::fs::PermissionsExt;
 
     fn sample(cid: &str) -> Attachment {
         Attachment {
@@ -329,6 +351,37 @@ mod tests {
         store.remove_record(&a.key()).unwrap();
         store.remove_record(&a.key()).unwrap();
         assert_eq!(store.read_record(&a.key()).unwrap(), None);
+    }
+
+    #[test]
+    fn errors_name_their_cause_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("state"), b"").unwrap();
+        let e = Store::new(tmp.path().join("state"))
+            .ensure_dirs()
+            .unwrap_err();
+        assert!(e.to_string().contains("File exists"), "{e}");
+        // A chain printer ({:#} in the agent) would print a source a second time.
+        assert!(std::error::Error::source(&e).is_none());
+    }
+
+    #[test]
+    fn loose_existing_dirs_are_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path().join("state"));
+        for d in ["state", "state/attachments"] {
+            fs::DirBuilder::new().create(tmp.path().join(d)).unwrap();
+            fs::set_permissions(tmp.path().join(d), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        store.ensure_dirs().unwrap();
+        for d in ["state", "state/attachments", "state/pending-del"] {
+            let mode = fs::metadata(tmp.path().join(d))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o700, "{d}");
+        }
     }
 
     #[test]

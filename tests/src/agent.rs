@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -24,6 +24,8 @@ pub struct Agent {
     log: PathBuf,
     /// `--config` file, when a test needs non-default agent settings.
     config: Option<PathBuf>,
+    /// `EDGEWAY_LOG`: tracing's env-filter syntax.
+    log_level: String,
     child: Option<Child>,
 }
 
@@ -44,6 +46,7 @@ impl Agent {
             node_name: node_name.to_string(),
             log: log.to_path_buf(),
             config: None,
+            log_level: "info".into(),
             child: None,
         }
     }
@@ -58,8 +61,27 @@ impl Agent {
         self.config = Some(path);
     }
 
+    /// Replaces the agent's config file (TOML, next to its log) with `toml`. Takes effect at
+    /// the next start; `--state-dir`, `--socket` and `--node-name` still override it.
+    pub fn set_config(&mut self, toml: &str) {
+        let path = self.log.with_file_name("agent.toml");
+        std::fs::write(&path, toml)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        self.config = Some(path);
+    }
+
+    /// The log filter (`EDGEWAY_LOG`) for the next start, `info` by default.
+    pub fn set_log_level(&mut self, filter: &str) {
+        self.log_level = filter.to_string();
+    }
+
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// Where the agent's stdout and stderr go.
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -76,6 +98,67 @@ impl Agent {
 
     /// Starts the agent and waits until /readyz answers 200.
     pub fn start(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Starts the agent and waits until /readyz answers at all (200 or 503): for an agent
+    /// that is expected to run but report a problem.
+    pub fn start_unready(&mut self) -> http::Response {
+        self.spawn();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.assert_still_running("answered /readyz");
+            if let Ok(r) = http::get(&self.socket, "/readyz") {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "edgeway-agent did not answer /readyz within {READY_TIMEOUT:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the agent and waits, at most `timeout`, for it to exit: for an agent that is
+    /// expected to refuse to run. Panics, after killing it, if it is still running then.
+    pub fn start_expecting_exit(&mut self, timeout: Duration) -> ExitStatus {
+        self.spawn();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut().expect("just spawned");
+            if let Some(status) = child.try_wait().expect("wait for the agent") {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() >= deadline {
+                self.kill9();
+                panic!(
+                    "edgeway-agent still runs after {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn assert_still_running(&mut self, before: &str) {
+        if let Some(status) = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
+            self.child = None;
+            panic!(
+                "edgeway-agent exited with {status} before it {before}; log:\n{}",
+                self.log_text()
+            );
+        }
+    }
+
+    /// Starts the agent without waiting for anything.
+    pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "the agent is already running");
         let log = File::options()
             .create(true)
@@ -96,7 +179,7 @@ impl Agent {
             .arg("--node-name")
             .arg(&self.node_name)
             .env_remove("EDGEWAY_CONFIG")
-            .env("EDGEWAY_LOG", "info")
+            .env("EDGEWAY_LOG", &self.log_level)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
@@ -114,24 +197,14 @@ impl Agent {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
         self.child = Some(child);
-        self.wait_ready();
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until /readyz answers 200; panics if the agent exits first or takes too long.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last = String::from("no answer yet");
         while Instant::now() < deadline {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                panic!(
-                    "edgeway-agent exited with {status} before it was ready; log:\n{}",
-                    self.log_text()
-                );
-            }
+            self.assert_still_running("was ready");
             match http::get(&self.socket, "/readyz") {
                 Ok(r) if r.status == 200 => return,
                 Ok(r) => last = format!("{}: {}", r.status, String::from_utf8_lossy(&r.body)),
@@ -198,11 +271,50 @@ impl Agent {
         }
     }
 
+    /// `GET /readyz`: the status code and the body (`{"ready": .., "problems": [..]}`).
+    pub fn readyz(&self) -> (u16, Value) {
+        let r = http::get(&self.socket, "/readyz").unwrap_or_else(|e| {
+            panic!(
+                "GET /readyz on {}: {e}; log:\n{}",
+                self.socket.display(),
+                self.log_text()
+            )
+        });
+        (r.status, r.json())
+    }
+
+    /// `GET /metrics`, as text.
+    pub fn metrics(&self) -> String {
+        let r = http::get(&self.socket, "/metrics")
+            .unwrap_or_else(|e| panic!("GET /metrics on {}: {e}", self.socket.display()));
+        assert_eq!(r.status, 200, "GET /metrics");
+        String::from_utf8_lossy(&r.body).into_owned()
+    }
+
+    /// The value of the sample named exactly `name` (labels included, if any) on /metrics.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics().lines().find_map(|l| {
+            let (n, v) = l.rsplit_once(' ')?;
+            (n == name).then(|| v.parse().ok()).flatten()
+        })
+    }
+
     /// The registered attachment of this container, if any.
     pub fn attachment(&self, container_id: &str) -> Option<Value> {
         self.attachments()
             .into_iter()
             .find(|a| a["containerID"] == container_id)
+    }
+
+    /// The sum of the samples whose series (name and labels, as printed) starts with
+    /// `series`, e.g. `edgeway_api_requests_total{endpoint="register",code="200"}` or
+    /// `edgeway_recovery_actions_total`; 0 when there is none.
+    pub fn metric_sum(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(series))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
     }
 
     /// The agent's log so far, for failure messages.

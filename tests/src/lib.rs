@@ -7,6 +7,7 @@
 //! - [`chain`]: a minimal libcni-like runner for conflists;
 //! - [`agent`]: `edgeway-agent` as a child process, with kill -9 and restart;
 //! - [`http`]: GET over the agent's unix socket;
+//! - [`mounts`]: a tmpfs or a read-only bind mount in a private mount namespace of one thread;
 //! - [`rules`]: `ip -j rule show` in a namespace, parsed;
 //! - [`world`]: one simulated node (namespace, agent, state and IPAM dirs, conflists, pods).
 //!
@@ -17,6 +18,7 @@ pub mod agent;
 pub mod bins;
 pub mod chain;
 pub mod http;
+pub mod mounts;
 pub mod netns;
 pub mod rules;
 pub mod world;

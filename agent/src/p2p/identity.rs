@@ -7,14 +7,16 @@ use std::path::Path;
 
 use libp2p::identity::Keypair;
 
+/// The I/O error is part of the message, not a `source`: the agent prints errors with
+/// their chain (`{:#}`), which would repeat it.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("cannot read identity key {path}: {source}")]
-    Read { path: String, source: io::Error },
+    #[error("cannot read identity key {path}: {error}")]
+    Read { path: String, error: io::Error },
     #[error("identity key {path} is corrupt ({reason}); move it away to make a new identity")]
     Corrupt { path: String, reason: String },
-    #[error("cannot write identity key {path}: {source}")]
-    Write { path: String, source: io::Error },
+    #[error("cannot write identity key {path}: {error}")]
+    Write { path: String, error: io::Error },
 }
 
 pub fn load_or_create(path: &Path) -> Result<Keypair, IdentityError> {
@@ -31,16 +33,11 @@ pub fn load_or_create(path: &Path) -> Result<Keypair, IdentityError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
             let bytes = key.to_protobuf_encoding().expect("ed25519 keys encode");
-            write_private(path, &bytes).map_err(|source| IdentityError::Write {
-                path: shown,
-                source,
-            })?;
+            write_private(path, &bytes)
+                .map_err(|error| IdentityError::Write { path: shown, error })?;
             Ok(key)
         }
-        Err(source) => Err(IdentityError::Read {
-            path: shown,
-            source,
-        }),
+        Err(error) => Err(IdentityError::Read { path: shown, error }),
     }
 }
 
@@ -50,15 +47,22 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        // Half a key (a full disk, say) must not stay behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]

@@ -17,10 +17,12 @@ const CONTEXT: &[u8] = b"edgeway-member-v1";
 /// Shorter secrets are too easy to guess offline.
 const MIN_SECRET_BYTES: usize = 16;
 
+/// The I/O error is part of the message, not a `source`: the agent prints errors with
+/// their chain (`{:#}`), which would repeat it.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("cannot read cluster secret {path}: {source}")]
-    Read { path: String, source: io::Error },
+    #[error("cannot read cluster secret {path}: {error}")]
+    Read { path: String, error: io::Error },
     #[error("cluster secret {path} is shorter than {MIN_SECRET_BYTES} bytes; generate one with `head -c 32 /dev/urandom | base64`")]
     TooShort { path: String },
 }
@@ -38,9 +40,9 @@ impl std::fmt::Debug for ClusterSecret {
 impl ClusterSecret {
     pub fn load(path: &Path) -> Result<Self, SecretError> {
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| SecretError::Read {
+        let bytes = std::fs::read(path).map_err(|error| SecretError::Read {
             path: shown.clone(),
-            source,
+            error,
         })?;
         if let Ok(meta) = std::fs::metadata(path) {
             if meta.permissions().mode() & 0o077 != 0 {
@@ -108,6 +110,19 @@ mod tests {
         assert!(ClusterSecret::from_bytes(b"short".to_vec()).is_none());
         let s = ClusterSecret::from_bytes(b"super-secret-value-123".to_vec()).unwrap();
         assert!(!format!("{s:?}").contains("super"));
+    }
+
+    #[test]
+    fn an_unreadable_secret_names_the_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = ClusterSecret::load(&dir.path().join("missing")).unwrap_err();
+        let shown = format!("{:#}", anyhow::Error::from(e));
+        assert!(shown.contains("cannot read cluster secret"), "{shown}");
+        assert_eq!(
+            shown.matches("No such file or directory").count(),
+            1,
+            "{shown}"
+        );
     }
 
     #[test]

@@ -44,7 +44,23 @@ pub fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
     if let Ok(c) = &client {
         c.connect_early();
     }
-    let (store, _lock) = open_store(conf)?;
+    // A state dir that cannot hold the record is handled like an agent that is down:
+    // `continue` starts the pod on host-CNI networking alone (no record could back a rule),
+    // `fail` refuses it.
+    let state_fault = |e: CniError| match conf.on_agent_down {
+        OnAgentDown::Continue => {
+            warn(format!(
+                "{}; {} starts with host-CNI networking only (onAgentDown is \"continue\")",
+                e.msg, c.container_id
+            ));
+            Ok(output.clone())
+        }
+        OnAgentDown::Fail => Err(e.with_details("onAgentDown is \"fail\"")),
+    };
+    let (store, _lock) = match open_store(conf) {
+        Ok(s) => s,
+        Err(e) => return state_fault(e),
+    };
     let mut sock = rules::connect()?;
     let wanted = PodRule::for_ips(&ips, conf.table, conf.rule_priority);
     let previous = store.read_record(&c.key()).ok().flatten();
@@ -64,7 +80,7 @@ pub fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
     };
     if let Err(e) = store.write_record(&attachment) {
         rules::remove(&mut sock, &wanted);
-        return Err(CniError::new(ErrorCode::StateStore, e.to_string()));
+        return state_fault(CniError::new(ErrorCode::StateStore, e.to_string()));
     }
 
     let undo = |sock: &mut RuleSocket| {
