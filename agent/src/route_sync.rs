@@ -26,6 +26,12 @@ pub fn desired_routes(net: &NetState, policy: &SegmentPolicy) -> BTreeSet<IpNetw
             continue;
         };
         for claim in &a.pods {
+            // A pod of this node is never reached through the tunnel, whoever else claims
+            // its address: a member announcing it could otherwise draw the node's own
+            // pod-to-pod traffic to itself.
+            if local_pods.contains(&claim.ip) {
+                continue;
+            }
             // Only the winning claim routes; a losing one belongs to a pod that is gone.
             if table.owns(&peer.peer_id, claim.ip)
                 && policy.crosses_segment(claim.ip, &peer.segment, &local_pods)
@@ -73,5 +79,48 @@ pub async fn run(
             }
             Err(e) => tracing::warn!("route table reconcile failed: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ownership::{Announcement, OwnershipTable, PodClaim};
+
+    fn claim(ip: &str, since_ms: u64) -> PodClaim {
+        PodClaim {
+            ip: ip.parse().unwrap(),
+            since_ms,
+        }
+    }
+
+    #[test]
+    fn a_local_pod_claimed_by_another_member_is_not_routed_away() {
+        let net = NetState::new(OwnershipTable::new("me".into(), Duration::from_secs(60)));
+        let local: HashSet<_> = ["10.244.1.2".parse().unwrap()].into();
+        net.set_local_pods(local);
+        // A member in another segment claims our pod's address with a newer timestamp,
+        // beside a pod of its own.
+        let liar = Announcement {
+            peer_id: "liar".into(),
+            node_name: "liar".into(),
+            segment: "lan-b".into(),
+            seq: 5_000,
+            pods: vec![claim("10.244.1.2", 4_000), claim("10.244.3.2", 1_000)],
+        };
+        net.table_mut().apply(liar, std::time::Instant::now());
+        let policy = SegmentPolicy {
+            local_segment: "lan-a".into(),
+            ..Default::default()
+        };
+        let routes = desired_routes(&net, &policy);
+        assert_eq!(
+            routes.into_iter().collect::<Vec<_>>(),
+            vec![host_route("10.244.3.2".parse().unwrap())],
+            "only the member's own pod is routed through the tunnel"
+        );
     }
 }

@@ -90,7 +90,8 @@ async fn read_stream(
                 metrics.drop_packet(drop_reason::MALFORMED);
                 continue;
             };
-            if !net.table().owns(&peer_s, src) {
+            // A pod of this node never sends from elsewhere, whoever claims its address.
+            if !net.table().owns(&peer_s, src) || net.is_local_pod(&src) {
                 metrics.drop_packet(drop_reason::SPOOFED_SOURCE);
                 continue;
             }
