@@ -119,10 +119,11 @@ pub fn build_swarm(key: Keypair, nat: &NatOptions) -> anyhow::Result<Swarm<Behav
         )?
         .with_quic_config(|mut quic| {
             // A relay or peer that dies sends nothing: only QUIC's idle timeout notices.
-            // Keep-alives every second let a 4 s timeout stand for "gone", so circuits
-            // through a dead relay close, and are redialled, well within 10 s.
+            // Keep-alives every second let a 5 s timeout (five missed in a row) stand for
+            // "gone", so circuits through a dead relay close, and are redialled, within
+            // 10 s, while a busy node does not drop live connections.
             quic.keep_alive_interval = Duration::from_secs(1);
-            quic.max_idle_timeout = 4_000;
+            quic.max_idle_timeout = 5_000;
             quic
         })
         // Bootstrap peers and relays may be given by DNS name (`/dns/relay.example.com/...`).
@@ -139,7 +140,7 @@ pub fn build_swarm(key: Keypair, nat: &NatOptions) -> anyhow::Result<Swarm<Behav
                     // A failed ping closes the connection (see the network loop), so
                     // these bound how long a dead relay or path holds traffic up.
                     .with_interval(Duration::from_secs(1))
-                    .with_timeout(Duration::from_secs(3)),
+                    .with_timeout(Duration::from_secs(4)),
             );
             let gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
