@@ -23,7 +23,18 @@ pub const OWNERSHIP_TOPIC: &str = "edgeway/ownership/1";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlRequest {
     /// Proves membership: the token is bound to the sender's peer ID.
-    Hello { token: Vec<u8>, node_name: String },
+    Hello {
+        token: Vec<u8>,
+        node_name: String,
+        /// Random per agent start: a new value means the peer restarted, so its older
+        /// connections are dead and it has forgotten our membership.
+        #[serde(default)]
+        boot: u64,
+        /// The sender does not hold the receiver as a member (it started, or lost every
+        /// connection): the receiver must send its own hello again.
+        #[serde(default)]
+        want_hello: bool,
+    },
     /// Anti-entropy: "here is the (peer, seq) I know; send me what is newer".
     Sync { digest: Vec<(String, u64)> },
 }

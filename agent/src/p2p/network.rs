@@ -67,6 +67,9 @@ pub struct Network {
     /// Peers that accepted our hello, and the hellos still unanswered.
     welcomed: HashSet<PeerId>,
     hellos_in_flight: HashMap<PeerId, OutboundRequestId>,
+    /// Random per start of this agent, and the last value each peer sent.
+    boot: u64,
+    peer_boots: HashMap<PeerId, u64>,
     last_redial: Instant,
     /// On a relay: reservations held, per agent.
     relay_reservations: HashMap<PeerId, u32>,
@@ -146,6 +149,8 @@ impl Network {
             awaiting_hello: HashMap::new(),
             welcomed: HashSet::new(),
             hellos_in_flight: HashMap::new(),
+            boot: rand::random(),
+            peer_boots: HashMap::new(),
             last_redial: Instant::now() - REDIAL_EVERY,
             lost: HashMap::new(),
             relay_reservations: HashMap::new(),
@@ -280,6 +285,27 @@ impl Network {
             .any(|r| r.iter().any(|p| p == Protocol::P2p(*peer)))
     }
 
+    /// A member's hello: a restart shows in a new boot value (its older connections are
+    /// then dead), and a peer that asks for our hello, or restarted, has forgotten it.
+    fn peer_hello(&mut self, peer: PeerId, connection: ConnectionId, boot: u64, want_hello: bool) {
+        let restarted = self
+            .peer_boots
+            .insert(peer, boot)
+            .is_some_and(|before| before != boot);
+        if restarted {
+            tracing::info!(%peer, "peer restarted; closing its older connections");
+            for old in self.paths.connections(&peer) {
+                if old != connection {
+                    self.swarm.close_connection(old);
+                }
+            }
+        }
+        if restarted || want_hello {
+            self.welcomed.remove(&peer);
+            self.send_hello(peer);
+        }
+    }
+
     /// Proves our membership to a connected peer that has not welcomed us yet, once at a
     /// time; it is sent again if the connection carrying it closes first.
     fn send_hello(&mut self, peer: PeerId) {
@@ -292,6 +318,8 @@ impl Network {
         let hello = ControlRequest::Hello {
             token: self.secret.token_for(&self.local_peer()),
             node_name: self.config.node_name.clone(),
+            boot: self.boot,
+            want_hello: !self.net.is_member(&peer),
         };
         let id = self
             .swarm
@@ -757,12 +785,12 @@ impl Network {
         match ev {
             request_response::Event::Message {
                 peer,
+                connection_id,
                 message:
                     request_response::Message::Request {
                         request, channel, ..
                     },
-                ..
-            } => self.on_request(peer, request, channel),
+            } => self.on_request(peer, connection_id, request, channel),
             request_response::Event::Message {
                 peer,
                 message: request_response::Message::Response { response, .. },
@@ -774,6 +802,10 @@ impl Network {
                 }
                 ControlResponse::Denied(reason) => {
                     self.hellos_in_flight.remove(&peer);
+                    // The peer lost our membership (it restarted, say): prove it again.
+                    if self.welcomed.remove(&peer) {
+                        self.send_hello(peer);
+                    }
                     tracing::warn!(%peer, "peer refused us: {reason}; is the cluster secret the same on both nodes?")
                 }
                 ControlResponse::Announcements(list) => {
@@ -805,11 +837,17 @@ impl Network {
     fn on_request(
         &mut self,
         peer: PeerId,
+        connection: ConnectionId,
         request: ControlRequest,
         channel: ResponseChannel<ControlResponse>,
     ) {
         let response = match request {
-            ControlRequest::Hello { token, node_name } => {
+            ControlRequest::Hello {
+                token,
+                node_name,
+                boot,
+                want_hello,
+            } => {
                 if self.secret.verify(&peer, &token) {
                     self.awaiting_hello.remove(&peer);
                     if self.net.set_member(peer, true) {
@@ -818,6 +856,8 @@ impl Network {
                         self.publish_path(peer);
                         self.request_sync(peer);
                     }
+                    // After set_member, so a hello sent back does not ask for another.
+                    self.peer_hello(peer, connection, boot, want_hello);
                     ControlResponse::Welcome
                 } else {
                     tracing::warn!(%peer, node = %node_name, "peer presented an invalid cluster membership token; disconnecting");

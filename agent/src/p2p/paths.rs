@@ -115,6 +115,13 @@ impl PathSelector {
             .map(|c| (c.path, c.remote_addr.as_str()))
     }
 
+    pub fn connections(&self, peer: &PeerId) -> Vec<ConnectionId> {
+        self.peers
+            .get(peer)
+            .map(|p| p.conns.iter().map(|c| c.id).collect())
+            .unwrap_or_default()
+    }
+
     pub fn path(&self, peer: &PeerId) -> Option<Path> {
         self.current(peer).map(|(path, _)| path)
     }
