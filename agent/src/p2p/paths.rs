@@ -2,9 +2,12 @@
 //! network loop carries out the actions it returns.
 //!
 //! - A direct connection wins: opening one retires the peer's relayed connections.
-//! - A peer reached only through a relay gets a fresh upgrade attempt every
-//!   `retry_every`: a direct dial, and a new relayed connection, on which the peer starts
-//!   hole punching again (DCUtR only runs when a relayed connection opens).
+//! - A peer reached only through a relay gets a fresh upgrade attempt after `retry_every`,
+//!   then after twice, four times ... as long (up to 16 times): a direct dial, and a new
+//!   relayed connection, on which the peer starts hole punching again (DCUtR only runs
+//!   when a relayed connection opens). libp2p opens a stream on a random connection, so
+//!   each attempt can cost a packet stream on the spare connection: a peer behind a
+//!   symmetric NAT is not disturbed every `retry_every`.
 //! - Extra relayed connections that an attempt left behind are closed once it has had
 //!   time to finish; the oldest one stays, because the packet streams ride on it.
 
@@ -34,10 +37,15 @@ struct Conn {
     opened: Instant,
 }
 
+/// Upgrade attempts back off up to `retry_every` times 2^MAX_BACKOFF_DOUBLINGS.
+const MAX_BACKOFF_DOUBLINGS: u32 = 4;
+
 #[derive(Debug, Default)]
 struct PeerPaths {
     conns: Vec<Conn>,
     last_attempt: Option<Instant>,
+    /// Attempts since the peer was last reached directly.
+    attempts: u32,
 }
 
 impl PeerPaths {
@@ -80,7 +88,9 @@ impl PathSelector {
             remote_addr,
             opened: now,
         });
-        if path != Path::Direct {
+        if path == Path::Direct {
+            p.attempts = 0;
+        } else {
             // A late relayed connection (the peer's own upgrade attempt) is not needed.
             return if p.has_direct() {
                 vec![Action::Close(peer, id)]
@@ -147,10 +157,10 @@ impl PathSelector {
             let Some(every) = self.retry_every else {
                 continue;
             };
-            if p.last_attempt
-                .is_none_or(|t| now.duration_since(t) >= every)
-            {
+            let wait = every * 2u32.pow(p.attempts.min(MAX_BACKOFF_DOUBLINGS));
+            if p.last_attempt.is_none_or(|t| now.duration_since(t) >= wait) {
                 p.last_attempt = Some(now);
+                p.attempts += 1;
                 actions.push(Action::TryUpgrade(*peer));
             }
         }
@@ -220,8 +230,13 @@ mod tests {
         );
         s.closed(peer, conn(2));
         assert_eq!(s.path(&peer), Some(Path::Relayed));
+        // The next attempt waits twice as long, the one after four times.
+        assert!(s.tick(at + Duration::from_secs(59)).is_empty());
+        let at = at + Duration::from_secs(60);
+        assert_eq!(s.tick(at), vec![Action::TryUpgrade(peer)]);
+        assert!(s.tick(at + Duration::from_secs(119)).is_empty());
         assert_eq!(
-            s.tick(at + Duration::from_secs(30)),
+            s.tick(at + Duration::from_secs(120)),
             vec![Action::TryUpgrade(peer)]
         );
     }
