@@ -13,10 +13,14 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Directories that may hold the built binaries, best first: the profile directory of the
-/// running test executable (`<target>/<profile>/deps/<test>`), then `$CARGO_TARGET_DIR/debug`,
-/// then `<workspace>/target/debug`.
+/// Directories that may hold the built binaries, best first: only `$EDGEWAY_BIN_DIR` when
+/// it is set (a benchmark points the debug tests at release binaries this way), else the
+/// profile directory of the running test executable (`<target>/<profile>/deps/<test>`),
+/// then `$CARGO_TARGET_DIR/debug`, then `<workspace>/target/debug`.
 fn candidate_dirs() -> Vec<PathBuf> {
+    if let Some(dir) = std::env::var_os("EDGEWAY_BIN_DIR") {
+        return vec![PathBuf::from(dir)];
+    }
     let mut dirs = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
         if let Some(profile_dir) = exe.parent().and_then(Path::parent) {

@@ -115,6 +115,31 @@ impl World {
         self.dir.path().join("agent.sock")
     }
 
+    /// host-local's `dataDir`: one directory per network, holding a file per reserved address.
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.dir.path().join("ipam")
+    }
+
+    /// The addresses host-local holds reserved, over every network: the files under
+    /// `<dataDir>/<network>/` named like an IP address (`last_reserved_ip.0` and `lock` are
+    /// bookkeeping, not reservations).
+    pub fn ipam_reservations(&self) -> Vec<String> {
+        let Ok(networks) = std::fs::read_dir(self.ipam_dir()) else {
+            return vec![];
+        };
+        let mut ips: Vec<String> = networks
+            .filter_map(Result::ok)
+            .filter(|n| n.path().is_dir())
+            .filter_map(|n| std::fs::read_dir(n.path()).ok())
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.parse::<std::net::IpAddr>().is_ok())
+            .collect();
+        ips.sort();
+        ips
+    }
+
     /// This world's pod subnet, inside 10.244.0.0/16.
     pub fn subnet(&self) -> String {
         format!("10.244.{}.0/24", self.octet)
@@ -152,7 +177,7 @@ impl World {
     /// changed example conflist cannot make a test vacuous.
     fn patch(&self, list: &mut Value, extra: impl Fn(&mut Value)) {
         let subnet = self.subnet();
-        let ipam_dir = self.dir.path().join("ipam").display().to_string();
+        let ipam_dir = self.ipam_dir().display().to_string();
         let (mut ipam, mut edgeway) = (0, 0);
         let plugins = list["plugins"]
             .as_array_mut()
