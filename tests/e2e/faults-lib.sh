@@ -109,22 +109,7 @@ report(n)
 open(out, "w").write(h.hexdigest() + "\n")' "$port" "$EW_TMP/$tag.progress" "$EW_TMP/$tag.sum" &
   STREAM_RCV=$!
   EW_PIDS+=("$STREAM_RCV")
-  ip netns exec "$(ns "$from")" python3 -c '
-import socket, sys, time
-ip, port, path, rate = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-for attempt in range(40):  # the receiver may still be starting on a loaded machine
-    try:
-        s = socket.create_connection((ip, port), timeout=60); break
-    except ConnectionRefusedError:
-        time.sleep(0.25)
-else:
-    sys.exit("the receiver never listened")
-data, t0, sent, chunk = open(path, "rb").read(), time.monotonic(), 0, 1 << 16
-while sent < len(data):
-    s.sendall(data[sent:sent + chunk]); sent += chunk
-    ahead = sent / rate - (time.monotonic() - t0)
-    if ahead > 0: time.sleep(ahead)
-s.close()' "$ip" "$port" "$EW_TMP/$tag.payload" "$rate" 2>> "$EW_TMP/$tag-sender.log" &
+  ip netns exec "$(ns "$from")" python3 "$EW_ROOT/tests/e2e/paced-send.py" "$ip" "$port" "$EW_TMP/$tag.payload" "$rate" 2>> "$EW_TMP/$tag-sender.log" &
   STREAM_SND=$!
   EW_PIDS+=("$STREAM_SND")
 }

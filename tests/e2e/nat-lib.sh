@@ -148,23 +148,7 @@ while True:
     h.update(b)
 print(h.hexdigest())' "$port" > "$EW_TMP/recv.out" &
   srv=$!
-  in_ns "$from" python3 -c '
-import socket, sys, time
-ip, port, path, rate = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-for attempt in range(40):  # the receiver may still be starting on a loaded machine
-    try:
-        s = socket.create_connection((ip, port), timeout=60); break
-    except ConnectionRefusedError:
-        time.sleep(0.25)
-else:
-    sys.exit("the receiver never listened")
-data, t0, sent, chunk = open(path, "rb").read(), time.monotonic(), 0, 1 << 16
-while sent < len(data):
-    s.sendall(data[sent:sent + chunk]); sent += chunk
-    if rate:
-        ahead = sent / rate - (time.monotonic() - t0)
-        if ahead > 0: time.sleep(ahead)
-s.close()' "$ip" "$port" "$EW_TMP/payload" "$rate" || fail "sending to $ip failed: the TCP connection broke"
+  in_ns "$from" python3 "$EW_ROOT/tests/e2e/paced-send.py" "$ip" "$port" "$EW_TMP/payload" "$rate" || fail "sending to $ip failed: the TCP connection broke"
   wait "$srv" || fail "the receiver in $to failed"
   [ "$(cat "$EW_TMP/recv.out")" = "$want" ] || fail "checksum mismatch from $from to $to"
 }
