@@ -343,8 +343,8 @@ def dpkg_version(pkg):
 
 def cmd_out(*args, cwd=None):
     try:
-        return subprocess.run(args, capture_output=True, text=True, cwd=cwd).stdout.strip()
-    except OSError:
+        return subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
         return ""
 
 

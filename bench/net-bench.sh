@@ -151,18 +151,6 @@ plain_conflist() {
 JSON
 }
 
-# pod_add_list NODE POD NAME: like lib.sh's pod_add, with the node's NAME.conflist.
-pod_add_list() {
-  local node=$1 pod=$2 list="$EW_TMP/$1/$3.conflist" prev="" n i conf
-  make_ns "$node-$pod"
-  n=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["plugins"]))' "$list")
-  for ((i = 0; i < n; i++)); do
-    conf=$(_plugin_conf "$list" "$i" "$prev")
-    prev=$(_cni_plugin "$node" ADD "$pod" "/run/netns/$(ns "$node-$pod")" "$conf") || fail "ADD $pod plugin $i: $prev"
-  done
-  python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ips"][0]["address"].split("/")[0])' "$prev"
-}
-
 # ------------------------------------------------------------------------- edgeway
 log "starting edgeway agents (relay in pub; d1, d2 direct; e1, e2 behind NAT)"
 write_secret secret
@@ -189,20 +177,19 @@ E1_PE=$(pod_add e1 pe)
 E2_PE=$(pod_add e2 pe)
 plain_conflist d1 native 10.244.11.0/24 brn
 plain_conflist d2 native 10.244.12.0/24 brn
-D1_PN=$(pod_add_list d1 pn native)
-D2_PN=$(pod_add_list d2 pn native)
+D1_PN=$(pod_add d1 pn native)
+D2_PN=$(pod_add d2 pn native)
 in_ns d1 ip route add 10.244.12.0/24 via 203.0.113.22
 in_ns d2 ip route add 10.244.11.0/24 via 203.0.113.21
 plain_conflist d1 nebula 10.244.21.0/24 brb
 plain_conflist d2 nebula 10.244.22.0/24 brb
 plain_conflist e1 nebula 10.244.23.0/24 brb
 plain_conflist e2 nebula 10.244.24.0/24 brb
-D1_PB=$(pod_add_list d1 pb nebula)
-D2_PB=$(pod_add_list d2 pb nebula)
-E1_PB=$(pod_add_list e1 pb nebula)
-E2_PB=$(pod_add_list e2 pb nebula)
+D1_PB=$(pod_add d1 pb nebula)
+D2_PB=$(pod_add d2 pb nebula)
+E1_PB=$(pod_add e1 pb nebula)
+E2_PB=$(pod_add e2 pb nebula)
 
-has_route() { in_ns "$1" ip route show table 7332 | grep "^$2 " >/dev/null; }
 wait_for "d1 to route to $D2_PE" 30 has_route d1 "$D2_PE"
 wait_for "d2 to route to $D1_PE" 30 has_route d2 "$D1_PE"
 wait_for "e1 to route to $E2_PE" 30 has_route e1 "$E2_PE"

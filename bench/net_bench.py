@@ -32,9 +32,10 @@ import subprocess
 import sys
 import time
 
-# The agent's API over its unix socket, shared with the ADD latency benchmark.
+# The agent's API client and the machine/version helpers, shared with the ADD latency benchmark.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cni_bench import UnixHTTPConnection  # noqa: E402
+import cni_bench  # noqa: E402
+from cni_bench import UnixHTTPConnection, cmd_out, cpu_model, dpkg_version  # noqa: E402
 
 PORT = 5201
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -311,46 +312,12 @@ def q(xs, pct):
     return statistics.quantiles(xs, n=100, method="inclusive")[pct - 1]
 
 
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cmd_out(*args, cwd=None):
-    try:
-        return subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=30).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-
-
-def dpkg_version(pkg):
-    m = re.search(r"^Version:\s*(\S+)", cmd_out("dpkg", "-s", pkg), re.M)
-    return m.group(1) if m else "unknown"
-
-
 def edgeway_version(root, bin_dir):
     """Version and commit of the tree the binaries were built from (the git work tree
     holding bin_dir, e.g. <repo>/target/release), else of root."""
     tree = cmd_out("git", "-C", bin_dir, "rev-parse", "--show-toplevel") if os.path.isdir(bin_dir) else ""
-    outside = not tree
-    if tree:
-        root = tree
-    version = "unknown"
-    try:
-        m = re.search(r'^version\s*=\s*"([^"]+)"', open(os.path.join(root, "Cargo.toml")).read(), re.M)
-        version = m.group(1) if m else version
-    except OSError:
-        pass
-    commit = cmd_out("git", "rev-parse", "--short", "HEAD", cwd=root)
-    dirty = cmd_out("git", "status", "--porcelain", "--untracked-files=no", cwd=root)
-    if commit:
-        version += f" (git {commit}{', with uncommitted changes in the tree' if dirty else ''})"
-    if outside:
+    version = cni_bench.edgeway_version(tree or root)
+    if not tree:
         version += " (the binaries are not inside a git work tree: their commit is unknown)"
     return version
 

@@ -20,11 +20,24 @@ pub enum Path {
     Relayed,
 }
 
+/// Every value `Path::shown` gives, for metrics that clear the others.
+pub const SHOWN_PATHS: [&str; 3] = ["native", "direct", "relayed"];
+
 impl Path {
     pub fn as_str(self) -> &'static str {
         match self {
             Path::Direct => "direct",
             Path::Relayed => "relayed",
+        }
+    }
+
+    /// The path pod traffic to a peer takes: `native` (the host CNI) for a peer in this
+    /// node's segment, whatever connection the agents hold, else the connection's path.
+    pub fn shown(self, same_segment: bool) -> &'static str {
+        if same_segment {
+            "native"
+        } else {
+            self.as_str()
         }
     }
 }

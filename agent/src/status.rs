@@ -97,13 +97,10 @@ pub fn collect(node: &Node) -> Status {
         };
         status.peers.push(PeerStatus {
             connected,
-            path: link.path.filter(|_| connected).map(|p| {
-                if info.segment == net.segment {
-                    "native"
-                } else {
-                    p.as_str()
-                }
-            }),
+            path: link
+                .path
+                .filter(|_| connected)
+                .map(|p| p.shown(info.segment == net.segment)),
             rtt_ms: link
                 .rtt
                 .filter(|_| connected)

@@ -25,17 +25,6 @@ log "CRI: $(cri a1 version)"
 CGROUP="/$EW_PREFIX-containerd"
 LOGS="$EW_TMP/a1/containerd/logs"
 
-has_route() { in_ns "$1" ip route show table 7332 | grep "^$2 "; } >/dev/null
-no_route() { ! has_route "$1" "$2"; }
-has_rule() { in_ns a1 ip rule | grep "from $1 lookup 7332" >/dev/null; }
-registered() {
-  api a1 /v1/attachments | python3 -c '
-import json, sys
-cid, ip = sys.argv[1], sys.argv[2]
-sys.exit(0 if any(a["containerID"] == cid and ip in a["ips"] for a in json.load(sys.stdin)) else 1)' "$1" "$2"
-}
-unregistered() { ! api a1 /v1/attachments | grep -q "$1"; }
-record() { test -e "$EW_TMP/a1/state/attachments/$1@eth0.json"; }
 queued() { test -e "$EW_TMP/a1/state/pending-del/$1@eth0.json"; }
 # del_calls SANDBOX: the edgeway DELs containerd made for it, one line each.
 del_calls() { calls DEL "$1"; }

@@ -38,7 +38,6 @@ PA1=$(pod_add a1 pa1)
 PA2=$(pod_add a1 pa2)
 PB1=$(pod_add b1 pb1)
 PB2=$(pod_add b1 pb2)
-has_route() { in_ns "$1" ip route show table 7332 | grep "^$2 " >/dev/null; }
 wait_for "a1 to route to $PB1" 20 has_route a1 "$PB1"
 wait_for "b1 to route to $PA1" 20 has_route b1 "$PA1"
 pings() { in_ns "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1; }

@@ -74,6 +74,18 @@ rt_two_lans() {
   PB1=$(pod_add b1 pb1)
 }
 
+# What the runtime tests check on node a1: routes, rules, registrations and records.
+has_rule() { in_ns a1 ip rule | grep "from $1 lookup 7332" >/dev/null; }
+# registered CID IP: the agent lists the attachment with that address.
+registered() {
+  api a1 /v1/attachments | python3 -c '
+import json, sys
+cid, ip = sys.argv[1], sys.argv[2]
+sys.exit(0 if any(a["containerID"] == cid and ip in a["ips"] for a in json.load(sys.stdin)) else 1)' "$1" "$2"
+}
+unregistered() { ! api a1 /v1/attachments | grep -q "$1"; }
+record() { test -e "$EW_TMP/a1/state/attachments/$1@eth0.json"; }
+
 # rt_rootfs: a busybox root filesystem (BRIEF.md's test world).
 rt_rootfs() {
   mkdir -p "$RT_ROOTFS/bin" "$RT_ROOTFS"/{proc,sys,dev,etc,tmp,run,data}

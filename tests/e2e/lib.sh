@@ -120,9 +120,10 @@ print(json.dumps(p))
 PY
 }
 
-# pod_add NODE POD: creates netns "$NODE-$POD" and runs the node's conflist ADD; prints the IP.
+# pod_add NODE POD [LIST]: creates netns "$NODE-$POD" and runs the ADD of the node's
+# LIST.conflist (default net); prints the IP.
 pod_add() {
-  local node=$1 pod=$2 list="$EW_TMP/$1/net.conflist" prev="" n i conf
+  local node=$1 pod=$2 list="$EW_TMP/$1/${3:-net}.conflist" prev="" n i conf
   make_ns "$node-$pod"
   n=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["plugins"]))' "$list")
   for ((i = 0; i < n; i++)); do
@@ -208,6 +209,11 @@ wait_for() {
     sleep 0.2
   done
 }
+
+# has_route NODE IP: edgeway's table on NODE routes IP (v4 or v6) through the tunnel.
+# (A node without IPv6 routes has no v6 table 7332: that is no error here.)
+has_route() { { in_ns "$1" ip route show table 7332; in_ns "$1" ip -6 route show table 7332 2>/dev/null || true; } | grep "^$2 "; } >/dev/null
+no_route() { ! has_route "$1" "$2"; }
 
 metric() { # metric NODE NAME_REGEX -> sum of matching samples
   api "$1" /metrics | awk -v re="$2" '$0 !~ /^#/ && $1 ~ re {s += $2} END {printf "%d\n", s}'

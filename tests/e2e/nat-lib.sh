@@ -98,7 +98,6 @@ nat_start_nodes() {
   wait_for "b1 to route to $PA1" 20 has_route b1 "$PA1"
 }
 
-has_route() { in_ns "$1" ip route show table 7332 | grep "^$2 " >/dev/null; }
 
 # peer_field FROM NODE FIELD: a field of FROM's status entry for NODE ("down" when unset).
 peer_field() {

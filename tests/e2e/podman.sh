@@ -37,18 +37,6 @@ grep -qx "$NET" "$EW_TMP/netls.out" || fail "podman does not see network $NET: $
 DATA="$EW_TMP/data"
 mkdir -p "$DATA"
 
-has_route() { in_ns "$1" ip route show table 7332 | grep "^$2 "; } >/dev/null
-no_route() { ! has_route "$1" "$2"; }
-has_rule() { in_ns a1 ip rule | grep "from $1 lookup 7332" >/dev/null; }
-# registered CID IP: the agent lists the attachment with that address.
-registered() {
-  api a1 /v1/attachments | python3 -c '
-import json, sys
-cid, ip = sys.argv[1], sys.argv[2]
-sys.exit(0 if any(a["containerID"] == cid and ip in a["ips"] for a in json.load(sys.stdin)) else 1)' "$1" "$2"
-}
-unregistered() { ! api a1 /v1/attachments | grep -q "$1"; }
-record() { test -e "$EW_TMP/a1/state/attachments/$1@eth0.json"; }
 
 log "ADD through podman run"
 pm_run a1 -d --name c1 --network "$NET" -v "$DATA:/data" --rootfs "$RT_ROOTFS" /bin/busybox sleep 300 >/dev/null ||

@@ -26,7 +26,7 @@ use super::behaviour::{
 use super::membership::ClusterSecret;
 use super::paths::{Action, PathSelector};
 use crate::metrics::{PathLabels, PeerLabels, ReasonLabels};
-use crate::netstate::{NetState, Path};
+use crate::netstate::{NetState, Path, SHOWN_PATHS};
 use crate::node::Node;
 use crate::ownership::{ApplyOutcome, LocalAnnouncer, PodClaim};
 
@@ -426,18 +426,14 @@ impl Network {
             .path
             .filter(|_| self.net.is_member(&peer))
             .map(|p| {
-                let same = self
-                    .net
-                    .table()
-                    .announcement(&key)
-                    .is_some_and(|a| a.segment == self.announcer.segment());
-                if same {
-                    "native"
-                } else {
-                    p.as_str()
-                }
+                p.shown(
+                    self.net
+                        .table()
+                        .announcement(&key)
+                        .is_some_and(|a| a.segment == self.announcer.segment()),
+                )
             });
-        for path in ["native", "direct", "relayed"] {
+        for path in SHOWN_PATHS {
             let labels = PathLabels {
                 peer: key.clone(),
                 path,
@@ -555,8 +551,7 @@ impl Network {
                 tracing::info!(%address, "listening");
                 // A relay is public by definition, and libp2p's relay refuses reservations
                 // until it knows an external address of its own.
-                let concrete = is_reachable_elsewhere(&address)
-                    && !address.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+                let concrete = is_reachable_elsewhere(&address) && !is_circuit(&address);
                 if self.swarm.behaviour().relay_server.is_enabled() && concrete {
                     self.swarm.add_external_address(address);
                 }
