@@ -167,8 +167,10 @@ write_conflist e1 10.244.3.0/24
 write_conflist e2 10.244.4.0/24
 agent_start d1 dc-1 secret 203.0.113.21 "$BOOT"
 agent_start d2 dc-2 secret 203.0.113.22 "$BOOT"
-agent_start e1 edge-a secret 0.0.0.0 "$BOOT"
-agent_start e2 edge-b secret 0.0.0.0 "$BOOT"
+# Each agent listens on its LAN address only: on 0.0.0.0 it would also offer its Nebula
+# overlay address, and e1 would reach e2 "directly" through Nebula's tunnel.
+agent_start e1 edge-a secret 198.51.100.11 "$BOOT"
+agent_start e2 edge-b secret 198.18.0.11 "$BOOT"
 
 log "creating pods through the real bridge + host-local (+ edgeway) plugins"
 D1_PE=$(pod_add d1 pe)
