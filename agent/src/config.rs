@@ -110,6 +110,14 @@ pub struct P2pConfig {
     pub hole_punching: bool,
     /// Seconds between upgrade attempts for a peer reached only through a relay.
     pub upgrade_retry_secs: u64,
+    /// The cluster CA's public key (`edgeway-agent ca init`). When set, a peer's pod
+    /// claims count only inside the CIDRs its grant lists; unset, any member may claim any
+    /// pod IP, and the newest claim wins.
+    pub cluster_ca_file: Option<PathBuf>,
+    /// This node's grant from the cluster CA (`edgeway-agent ca grant`), sent with its
+    /// announcements. Peers that check grants ignore the pods of a node without one (fine
+    /// for a relay). Without `clusterCaFile` it is sent but peers' grants are not checked.
+    pub grant_file: Option<PathBuf>,
 }
 
 impl Default for P2pConfig {
@@ -126,6 +134,8 @@ impl Default for P2pConfig {
             relays: vec![],
             hole_punching: true,
             upgrade_retry_secs: 30,
+            cluster_ca_file: None,
+            grant_file: None,
         }
     }
 }
@@ -218,6 +228,14 @@ impl Config {
         };
         absolute("stateDir", &self.state_dir)?;
         absolute("api.socket", &self.api.socket)?;
+        for (field, p) in [
+            ("p2p.clusterCaFile", &self.p2p.cluster_ca_file),
+            ("p2p.grantFile", &self.p2p.grant_file),
+        ] {
+            if let Some(p) = p {
+                absolute(field, p)?;
+            }
+        }
         if !(1..=3600).contains(&self.resync_interval_secs) {
             return Err(ConfigError::Invalid {
                 field: "resyncIntervalSecs",
@@ -379,6 +397,8 @@ mod tests {
                 "relay.maxCircuitDurationSecs",
             ),
             ("[relay]\nmaxCircuits = 0", "relay"),
+            ("[p2p]\ngrantFile = \"g.json\"", "p2p.grantFile"),
+            ("[p2p]\nclusterCaFile = \"ca.pub\"", "p2p.clusterCaFile"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(field), "{text:?}: {e}");

@@ -2,6 +2,7 @@
 //! parsers and decoders directly. The binary is `src/main.rs`.
 
 pub mod api;
+pub mod ca_cmd;
 pub mod cni_install;
 pub mod config;
 pub mod dataplane;

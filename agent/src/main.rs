@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use edgeway_agent::{cni_install, config, run, status_cmd};
+use edgeway_agent::{ca_cmd, cni_install, config, run, status_cmd};
 
 #[derive(Parser, Debug)]
 #[command(name = "edgeway-agent", version, about = "edgeway's per-node agent")]
@@ -32,6 +32,11 @@ enum Command {
     InstallCni(cni_install::InstallArgs),
     /// Remove edgeway's CNI config entry and plugin binary.
     UninstallCni(cni_install::UninstallArgs),
+    /// Print this node's peer ID (making its identity key if there is none yet).
+    PeerId,
+    /// The cluster CA that grants each node the pod CIDRs it may claim.
+    #[command(subcommand)]
+    Ca(ca_cmd::CaCommand),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +63,8 @@ fn main() -> ExitCode {
         Command::Status(args) => status_cmd::run(config.api.socket.clone(), args),
         Command::InstallCni(args) => cni_install::run_install(&config, args),
         Command::UninstallCni(args) => cni_install::run_uninstall(args),
+        Command::PeerId => ca_cmd::print_peer_id(&config),
+        Command::Ca(cmd) => ca_cmd::run(cmd),
         Command::CheckConfig => {
             println!("{config:#?}");
             Ok(())

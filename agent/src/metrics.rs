@@ -87,6 +87,10 @@ pub struct Metrics {
     pub peer_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     pub announcements: Family<ReasonLabels, Counter>,
     pub auth_failures: Counter,
+    /// With a cluster CA: pod IPs in peers' announcements that their grant does not cover.
+    pub claims_ignored: Family<ReasonLabels, Counter>,
+    /// With a cluster CA: this node's pods outside its own grant, which peers ignore.
+    pub local_pods_outside_grant: Gauge,
     /// On a relay node: reservations held and circuits open on it right now.
     pub relay_reservations: Gauge,
     pub relay_circuits: Gauge,
@@ -177,6 +181,18 @@ impl Metrics {
             "Peers refused for lacking the cluster credential",
             auth_failures.clone(),
         );
+        let claims_ignored = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "claims_ignored",
+            "Pod IPs that peers claimed outside their grant from the cluster CA: outside_grant, no_grant, invalid_grant",
+            claims_ignored.clone(),
+        );
+        let local_pods_outside_grant = Gauge::default();
+        registry.register(
+            "local_pods_outside_grant",
+            "This node's pod IPs that its grant does not cover: peers ignore them",
+            local_pods_outside_grant.clone(),
+        );
         let relay_reservations = Gauge::default();
         registry.register(
             "relay_reservations",
@@ -202,6 +218,8 @@ impl Metrics {
             peer_rtt,
             announcements,
             auth_failures,
+            claims_ignored,
+            local_pods_outside_grant,
             attachments,
             api_requests,
             recovery,

@@ -12,6 +12,7 @@ use crate::netstate::NetState;
 use crate::node::Node;
 use crate::ownership::OwnershipTable;
 use crate::p2p::behaviour::{build_swarm, NatOptions, RelayLimits, PACKETS_PROTOCOL};
+use crate::p2p::grants::GrantPolicy;
 use crate::p2p::membership::ClusterSecret;
 use crate::p2p::network::{Network, NetworkConfig};
 use crate::routes::RouteTable;
@@ -51,6 +52,28 @@ pub async fn start(
     node.store.ensure_dirs()?;
     let key = p2p::identity::load_or_create(&config.state_dir.join("identity.key"))?;
     let peer_id = key.public().to_peer_id();
+    let grants = GrantPolicy::load(
+        config.p2p.cluster_ca_file.as_deref(),
+        config.p2p.grant_file.as_deref(),
+        &peer_id,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )?;
+    if let Some(policy) = &grants {
+        match (&policy.ca, &policy.own) {
+            (Some(_), None) => tracing::info!(
+                "cluster CA set and no p2p.grantFile: peers that check grants ignore this node's pods (fine for a relay)"
+            ),
+            (None, Some(_)) => tracing::warn!(
+                "p2p.grantFile without p2p.clusterCaFile: this node sends its grant but does not check peers' grants"
+            ),
+            _ => {}
+        }
+        if policy.own.is_some() {
+            tracing::info!(cidrs = ?policy.own_cidrs(), "this node's grant");
+        }
+    }
 
     let tun = tunnel::open(&config.tunnel.device, config.tunnel.mtu)?;
     let handle = crate::routes::connect().context("cannot open a netlink socket")?;
@@ -118,6 +141,7 @@ pub async fn start(
                 .hole_punching
                 .then(|| Duration::from_secs(config.p2p.upgrade_retry_secs)),
             node_name: node.name.clone(),
+            grants,
         },
         config.segment.clone(),
     );

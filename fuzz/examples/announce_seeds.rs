@@ -36,7 +36,7 @@ fn main() {
     ];
     let outsider = ClusterSecret::from_bytes(b"not-this-cluster-secret".to_vec()).unwrap();
     let seal = |secret: &ClusterSecret, a: Announcement, addrs: Vec<String>| {
-        announce::seal(&author(), secret, a, addrs)
+        announce::seal(&author(), secret, a, addrs, None)
     };
     let seeds = [
         (

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use edgeway_agent::ownership::{ApplyOutcome, OwnershipTable};
 use edgeway_agent::p2p::announce::{self, OpenError, SignedAnnouncement, MAX_SIGNED_BYTES};
+use edgeway_agent::p2p::grants::{self, ClusterCa};
 use edgeway_agent::p2p::membership::ClusterSecret;
 use edgeway_fuzz::announce::{author, secret, BODY};
 use libfuzzer_sys::fuzz_target;
@@ -70,7 +71,17 @@ fuzz_target!(|data: &[u8]| {
         let _ = a.parse::<Multiaddr>();
     }
 
-    let a = opened.announcement;
+    // A grant from the wire: checking it never panics, whatever it holds.
+    let mut a = opened.announcement;
+    if let Some(grant) = &opened.grant {
+        let ca = ClusterCa::decode(&ClusterCa::encode(&key.public())).unwrap();
+        let checked = ca.check(grant, &signer, 0);
+        if let Ok(body) = checked {
+            let before = a.pods.len();
+            let dropped = grants::keep_granted(&mut a.pods, &body.pod_cidrs);
+            assert_eq!(before, a.pods.len() + dropped.len());
+        }
+    }
     let valid = a.validate();
     let mut table = OwnershipTable::new("fuzz-local".into(), Duration::from_secs(60));
     match table.apply(a.clone(), Instant::now()) {

@@ -4,7 +4,8 @@
 //! Tested elsewhere: an unauthenticated peer is refused and cannot inject packets, and a
 //! spoofed source is dropped (tests/e2e/cross-lan.sh, with `edgeway-intruder`); forged,
 //! tampered and outsider announcements are refused (unit tests in agent/src/p2p/announce.rs
-//! and agent/src/ownership.rs).
+//! and agent/src/ownership.rs); with a cluster CA, claims outside a member's grant are
+//! ignored on every node (tests/e2e/grants.sh, unit tests in agent/src/p2p/grants.rs).
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -7,6 +7,7 @@ use libp2p::identity::{Keypair, PublicKey};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
+use super::grants::Grant;
 use super::membership::ClusterSecret;
 use crate::ownership::Announcement;
 
@@ -29,6 +30,9 @@ struct Body {
     /// Where the author listens, so receivers can dial it without a DHT.
     #[serde(default)]
     addrs: Vec<String>,
+    /// The author's grant from the cluster CA, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grant: Option<Grant>,
 }
 
 /// An announcement that passed every check, with the author's addresses.
@@ -37,6 +41,8 @@ pub struct Opened {
     pub announcement: Announcement,
     pub author: PeerId,
     pub addrs: Vec<String>,
+    /// Not checked here: only agents with a cluster CA can, and do.
+    pub grant: Option<Grant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,12 +64,14 @@ pub fn seal(
     secret: &ClusterSecret,
     announcement: Announcement,
     addrs: Vec<String>,
+    grant: Option<Grant>,
 ) -> SignedAnnouncement {
     let peer = key.public().to_peer_id();
     let body = Body {
         membership_token: secret.token_for(&peer),
         announcement,
         addrs,
+        grant,
     };
     let body = serde_json::to_vec(&body).expect("announcement serializes");
     SignedAnnouncement {
@@ -100,6 +108,7 @@ pub fn open(secret: &ClusterSecret, signed: &SignedAnnouncement) -> Result<Opene
         announcement: body.announcement,
         author,
         addrs: body.addrs,
+        grant: body.grant,
     })
 }
 
@@ -143,7 +152,7 @@ mod tests {
         let key = Keypair::generate_ed25519();
         let a = sample(&key.public().to_peer_id());
         let addrs = vec!["/ip4/198.51.100.7/tcp/7333".to_string()];
-        let wire = encode(&seal(&key, &s, a.clone(), addrs.clone()));
+        let wire = encode(&seal(&key, &s, a.clone(), addrs.clone(), None));
         let opened = open(&s, &decode(&wire).unwrap()).unwrap();
         assert_eq!(opened.announcement, a);
         assert_eq!(opened.addrs, addrs);
@@ -162,6 +171,7 @@ mod tests {
             &secret(b"some-other-secret-0123456"),
             sample(&peer),
             vec![],
+            None,
         );
         assert_eq!(
             open(&s, &outsider),
@@ -170,14 +180,14 @@ mod tests {
 
         // A member claiming to speak for someone else.
         let victim = PeerId::random();
-        let forged = seal(&key, &s, sample(&victim), vec![]);
+        let forged = seal(&key, &s, sample(&victim), vec![], None);
         assert_eq!(
             open(&s, &forged),
             Err(OpenError::WrongKey(victim.to_string()))
         );
 
         // Tampered body.
-        let mut tampered = seal(&key, &s, sample(&peer), vec![]);
+        let mut tampered = seal(&key, &s, sample(&peer), vec![], None);
         let text = String::from_utf8(tampered.body.clone())
             .unwrap()
             .replace("10.244.3.2", "10.244.9.9");

@@ -2,6 +2,7 @@
 
 pub mod announce;
 pub mod behaviour;
+pub mod grants;
 pub mod identity;
 pub mod membership;
 pub mod network;

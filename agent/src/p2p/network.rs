@@ -23,6 +23,7 @@ use super::announce::{self, Opened, SignedAnnouncement};
 use super::behaviour::{
     Behaviour, BehaviourEvent, ControlRequest, ControlResponse, OWNERSHIP_TOPIC,
 };
+use super::grants::{self, GrantPolicy};
 use super::membership::ClusterSecret;
 use super::paths::{Action, PathSelector};
 use crate::metrics::{PathLabels, PeerLabels, ReasonLabels};
@@ -49,6 +50,8 @@ pub struct NetworkConfig {
     /// `None` when hole punching is off: no upgrade attempts for relayed peers.
     pub upgrade_retry: Option<Duration>,
     pub node_name: String,
+    /// This node's grant and, with a cluster CA, the check of peers' grants.
+    pub grants: Option<GrantPolicy>,
 }
 
 pub struct Network {
@@ -81,6 +84,8 @@ pub struct Network {
     relay_listeners: HashMap<ListenerId, Multiaddr>,
     /// Who answered at each bootstrap address given without a peer ID.
     bootstrap_peers: HashMap<Multiaddr, PeerId>,
+    /// Local pod IPs outside our own grant, as last warned about.
+    outside_grant: Vec<std::net::IpAddr>,
 }
 
 fn now_ms() -> u64 {
@@ -157,6 +162,7 @@ impl Network {
             paths,
             relay_listeners: HashMap::new(),
             bootstrap_peers: HashMap::new(),
+            outside_grant: Vec::new(),
         }
     }
 
@@ -229,6 +235,7 @@ impl Network {
         if self.net.set_local_pods(local) {
             self.net.routes_changed.notify_one();
         }
+        self.check_own_grant(&claims);
         let announcement = self.announcer.announce(claims, now_ms());
         let outcome = self.net.table_mut().set_local(announcement.clone());
         if let ApplyOutcome::Rejected(reason) = outcome {
@@ -240,6 +247,7 @@ impl Network {
             &self.secret,
             announcement.clone(),
             self.own_addrs(),
+            self.config.grants.as_ref().and_then(GrantPolicy::own_grant),
         );
         let bytes = announce::encode(&signed);
         self.signed.insert(announcement.peer_id.clone(), signed);
@@ -254,6 +262,30 @@ impl Network {
             | Err(gossipsub::PublishError::Duplicate) => {}
             Err(e) => tracing::debug!("publish announcement: {e}"),
         }
+    }
+
+    /// Peers ignore our pods outside our grant: say so once each time that set changes.
+    fn check_own_grant(&mut self, claims: &[PodClaim]) {
+        let Some(policy) = &self.config.grants else {
+            return;
+        };
+        let outside: Vec<_> = claims
+            .iter()
+            .map(|c| c.ip)
+            .filter(|ip| !grants::covers(policy.own_cidrs(), *ip))
+            .collect();
+        self.node
+            .metrics
+            .local_pods_outside_grant
+            .set(outside.len() as i64);
+        if !outside.is_empty() && outside != self.outside_grant {
+            tracing::warn!(
+                ?outside,
+                grant = ?policy.own_cidrs(),
+                "local pods outside this node's grant: peers will not route to them"
+            );
+        }
+        self.outside_grant = outside;
     }
 
     fn sync_with_random_member(&mut self) {
@@ -895,9 +927,10 @@ impl Network {
                 .inc()
         };
         let Opened {
-            announcement,
+            mut announcement,
             author,
             addrs,
+            grant,
         } = match announce::open(&self.secret, &signed) {
             Ok(o) => o,
             Err(e) => {
@@ -913,11 +946,34 @@ impl Network {
             count(&self.node, "refused");
             return MessageAcceptance::Reject;
         }
+        // Every member holds the secret, so only the CA can say which pods one owns.
+        let mut ignored = None;
+        if let Some(ca) = self.config.grants.as_ref().and_then(|g| g.ca.as_ref()) {
+            let allowed = ca.allowed(grant.as_ref(), &author, now_ms() / 1000);
+            let dropped = grants::keep_granted(&mut announcement.pods, allowed.cidrs());
+            ignored = Some((dropped, allowed));
+        }
         let peer_key = announcement.peer_id.clone();
         let outcome = self.net.table_mut().apply(announcement, Instant::now());
         match outcome {
             ApplyOutcome::Accepted { added, removed } => {
                 count(&self.node, "accepted");
+                if let Some((dropped, allowed)) = ignored.filter(|(d, _)| !d.is_empty()) {
+                    let reason = allowed.reason();
+                    match &allowed {
+                        grants::Allowed::Invalid(e) => {
+                            tracing::warn!(peer = %author, ?dropped, "ignoring pod claims: the peer's grant is invalid: {e}")
+                        }
+                        _ => {
+                            tracing::warn!(peer = %author, ?dropped, reason, "ignoring pod claims outside the peer's grant")
+                        }
+                    }
+                    self.node
+                        .metrics
+                        .claims_ignored
+                        .get_or_create(&ReasonLabels { reason })
+                        .inc_by(dropped.len() as u64);
+                }
                 tracing::debug!(peer = %author, added = added.len(), removed = removed.len(), "ownership changed");
                 let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
                 for a in &addrs {
