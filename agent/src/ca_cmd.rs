@@ -34,6 +34,9 @@ pub enum CaCommand {
         pod_cidrs: Vec<IpNetwork>,
         #[arg(long, default_value_t = 365)]
         days: u64,
+        /// Valid for this many seconds instead of `--days` (short-lived nodes, tests).
+        #[arg(long)]
+        valid_secs: Option<u64>,
         /// Where to write the grant (the node's `p2p.grantFile`); stdout without it.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -59,10 +62,15 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             peer_id,
             pod_cidrs,
             days,
+            valid_secs,
             out,
         } => {
             let ca = read_ca_key(&key)?;
-            let not_after_unix = unix_now() + days.saturating_mul(86_400);
+            if let Some(any) = pod_cidrs.iter().find(|c| c.prefix() == 0) {
+                anyhow::bail!("--pod-cidr {any} grants every address: give the node its own range");
+            }
+            let valid = valid_secs.unwrap_or(days.saturating_mul(86_400));
+            let not_after_unix = edgeway_common::unix_now().as_secs().saturating_add(valid);
             let body = GrantBody {
                 peer_id: peer_id.to_string(),
                 pod_cidrs: pod_cidrs.iter().map(|c| network_of(*c)).collect(),
@@ -78,7 +86,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
                 None => print!("{text}"),
             }
             eprintln!(
-                "granted {peer_id} {:?} for {days} days",
+                "granted {peer_id} {:?} for {valid} s",
                 body.pod_cidrs
                     .iter()
                     .map(|c| c.to_string())
@@ -109,10 +117,4 @@ fn read_ca_key(path: &Path) -> anyhow::Result<Keypair> {
 /// `10.244.1.7/24` means the range: grant `10.244.1.0/24`.
 fn network_of(c: IpNetwork) -> IpNetwork {
     IpNetwork::new(c.network(), c.prefix()).expect("the prefix came from a valid network")
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

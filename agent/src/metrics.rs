@@ -91,6 +91,7 @@ pub struct Metrics {
     pub claims_ignored: Family<ReasonLabels, Counter>,
     /// With a cluster CA: this node's pods outside its own grant, which peers ignore.
     pub local_pods_outside_grant: Gauge,
+    pub grant_not_after: Gauge,
     /// On a relay node: reservations held and circuits open on it right now.
     pub relay_reservations: Gauge,
     pub relay_circuits: Gauge,
@@ -193,6 +194,12 @@ impl Metrics {
             "This node's pod IPs that its grant does not cover: peers ignore them",
             local_pods_outside_grant.clone(),
         );
+        let grant_not_after = Gauge::default();
+        registry.register(
+            "grant_not_after_seconds",
+            "Unix time this node's grant expires; 0 without a grant",
+            grant_not_after.clone(),
+        );
         let relay_reservations = Gauge::default();
         registry.register(
             "relay_reservations",
@@ -220,6 +227,7 @@ impl Metrics {
             auth_failures,
             claims_ignored,
             local_pods_outside_grant,
+            grant_not_after,
             attachments,
             api_requests,
             recovery,

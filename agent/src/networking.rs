@@ -56,24 +56,8 @@ pub async fn start(
         config.p2p.cluster_ca_file.as_deref(),
         config.p2p.grant_file.as_deref(),
         &peer_id,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        edgeway_common::unix_now().as_secs(),
     )?;
-    if let Some(policy) = &grants {
-        match (&policy.ca, &policy.own) {
-            (Some(_), None) => tracing::info!(
-                "cluster CA set and no p2p.grantFile: peers that check grants ignore this node's pods (fine for a relay)"
-            ),
-            (None, Some(_)) => tracing::warn!(
-                "p2p.grantFile without p2p.clusterCaFile: this node sends its grant but does not check peers' grants"
-            ),
-            _ => {}
-        }
-        if policy.own.is_some() {
-            tracing::info!(cidrs = ?policy.own_cidrs(), "this node's grant");
-        }
-    }
 
     let tun = tunnel::open(&config.tunnel.device, config.tunnel.mtu)?;
     let handle = crate::routes::connect().context("cannot open a netlink socket")?;

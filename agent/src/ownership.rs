@@ -149,7 +149,8 @@ pub struct PeerInfo {
     pub node_name: String,
     pub segment: String,
     pub seq: u64,
-    /// How many pods the peer announced.
+    /// How many of the peer's pod claims count: all it announced, or with a cluster CA
+    /// those inside its grant.
     pub pods: usize,
 }
 
@@ -318,8 +319,7 @@ impl OwnershipTable {
         gone
     }
 
-    #[cfg(test)]
-    /// Forget a peer at once (e.g. it failed authentication). Its current seq stays stale
+    /// Forget a peer at once (its grant expired, say). Its current seq stays stale
     /// here for a while; its next announcement (a higher seq) is accepted again.
     pub fn forget(&mut self, peer: &str) -> Vec<IpAddr> {
         if peer == self.local_peer {

@@ -18,3 +18,10 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/edgeway";
 pub const DEFAULT_TABLE: u32 = 7332;
 /// Default priority of the `from <pod ip> lookup <table>` rules: after `local` (0), before `main` (32766).
 pub const DEFAULT_RULE_PRIORITY: u32 = 7332;
+
+/// Time since the Unix epoch; zero on a clock set before 1970.
+pub fn unix_now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}

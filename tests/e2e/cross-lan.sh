@@ -30,7 +30,6 @@ A1_ID=$(peer_id a1)
 BOOT="/ip4/198.51.100.11/tcp/7333/p2p/$A1_ID"
 agent_start a2 lan-a secret 198.51.100.12 "$BOOT"
 agent_start b1 lan-b secret 203.0.113.21 "$BOOT"
-members() { [ "$(metric "$1" '^edgeway_peers$')" -ge "$2" ]; }
 wait_for "a1 to see 2 members" 15 members a1 2
 
 log "creating pods through bridge + host-local + edgeway"

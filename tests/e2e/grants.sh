@@ -7,7 +7,8 @@
 #                                 │  valid grant, then claims a1's pod IP
 #   c1 (CA, grant 10.244.5.0/24) ─┼─ R   a third node that checks grants
 #   c2 (grant 10.244.6.0/24)     ─┤      a third node without the CA: the control
-#   d1 (no grant)                ─┘      a member without a grant
+#   d1 (no grant)                ─┤      a member without a grant
+#   e1 (grant for 25 s)          ─┘      a grant that expires while its node is up
 # Every node is its own segment, so every pod path goes through edgeway.
 source "$(dirname "$0")/lib.sh"
 
@@ -15,7 +16,7 @@ log "building the topology"
 make_ns r
 in_ns r sysctl -qw net.ipv4.ip_forward=1
 i=1
-for n in a1 b1 c1 c2 d1; do
+for n in a1 b1 c1 c2 d1 e1; do
   make_ns "$n"
   link_ns r "l-$n" "198.18.$i.1/24" "$n" eth0 "198.18.$i.10/24"
   in_ns "$n" ip route add default via "198.18.$i.1"
@@ -29,6 +30,7 @@ write_conflist b1 10.244.3.0/24
 write_conflist c1 10.244.5.0/24
 write_conflist c2 10.244.6.0/24
 write_conflist d1 10.244.7.0/24
+write_conflist e1 10.244.8.0/24
 
 log "the operator makes a CA and grants a1, b1, c1 and c2 their pod ranges"
 in_ns a1 "$EW_BIN/edgeway-agent" ca init --key "$EW_TMP/ca.key" --public "$EW_TMP/ca.pub"
@@ -38,8 +40,10 @@ peer_of() { # peer_of NODE: the node's peer ID, made before its agent first star
   printf 'stateDir = "%s"\n' "$EW_TMP/$1/state" > "$EW_TMP/$1/id.toml"
   in_ns "$1" "$EW_BIN/edgeway-agent" --config "$EW_TMP/$1/id.toml" peer-id
 }
-grant() { # grant NODE CIDR [no-ca]
-  in_ns "$1" "$EW_BIN/edgeway-agent" ca grant --key "$EW_TMP/ca.key" \
+grant() { # grant NODE CIDR [no-ca|SECS]
+  local valid=()
+  case "${3:-}" in [0-9]*) valid=(--valid-secs "$3") ;; esac
+  in_ns "$1" "$EW_BIN/edgeway-agent" ca grant --key "$EW_TMP/ca.key" "${valid[@]}" \
     --peer-id "$(peer_of "$1")" --pod-cidr "$2" --out "$EW_TMP/$1/grant.json" 2>/dev/null
   printf 'grantFile = "%s"\n' "$EW_TMP/$1/grant.json" > "$EW_TMP/$1/extra.toml"
   [ "${3:-}" = no-ca ] || printf 'clusterCaFile = "%s"\n' "$EW_TMP/ca.pub" >> "$EW_TMP/$1/extra.toml"
@@ -63,7 +67,7 @@ TOML
 rc=0
 in_ns c1 timeout 20 "$EW_BIN/edgeway-agent" --config "$EW_TMP/c1/bad.toml" run > "$EW_TMP/c1-bad.log" 2>&1 || rc=$?
 [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "the agent did not refuse another peer's grant (rc $rc)"
-grep -q "p2p.grantFile.*not for its sender" "$EW_TMP/c1-bad.log" || fail "the error does not name p2p.grantFile: $(cat "$EW_TMP/c1-bad.log")"
+grep -q "p2p.grantFile.*not for this one" "$EW_TMP/c1-bad.log" || fail "the error does not name p2p.grantFile: $(cat "$EW_TMP/c1-bad.log")"
 mv "$EW_TMP/c1/extra.good" "$EW_TMP/c1/extra.toml"
 
 agent_start a1 lan-a secret "$(ip_of a1)"
@@ -72,7 +76,6 @@ agent_start b1 lan-b secret "$(ip_of b1)" "$BOOT"
 agent_start c1 lan-c secret "$(ip_of c1)" "$BOOT"
 agent_start c2 lan-d secret "$(ip_of c2)" "$BOOT"
 agent_start d1 lan-e secret "$(ip_of d1)" "$BOOT"
-members() { [ "$(metric "$1" '^edgeway_peers$')" -ge "$2" ]; }
 # The others meet through a1; they dial each other once they own pods.
 wait_for "a1 to see 4 members" 20 members a1 4
 
@@ -96,6 +99,23 @@ wait_for "c2 to route d1's pod" 5 has_route c2 "$PD1"
 no_route c1 "$PD1" || fail "c1 routes d1's ungranted pod $PD1"
 no_route a1 "$PD1" || fail "a1 routes d1's ungranted pod $PD1"
 [ "$(metric d1 '^edgeway_local_pods_outside_grant$')" = 0 ] || fail "d1 checks no grant, yet counts pods outside one"
+
+log "a grant that expires takes its pods off the checking nodes, though its node stays up"
+grant e1 10.244.8.0/24 25
+agent_start e1 lan-f secret "$(ip_of e1)" "$BOOT"
+PE1=$(pod_add e1 pe1)
+wait_for "c1 to route to e1's $PE1" 10 has_route c1 "$PE1"
+EXPIRES=$(python3 -c 'import json,sys; print(json.loads(json.load(open(sys.argv[1]))["body"])["notAfterUnix"])' "$EW_TMP/e1/grant.json")
+[ "$(metric e1 '^edgeway_grant_not_after_seconds$')" = "$EXPIRES" ] || fail "e1 does not show its grant's expiry"
+invalid_before=$(metric c1 'edgeway_claims_ignored_total\{reason="invalid_grant"\}')
+wait_for "c1 to drop e1's pod once the grant expires" 40 no_route c1 "$PE1"
+NOW=$(date +%s)
+[ "$NOW" -gt "$EXPIRES" ] || fail "c1 dropped e1's pod before its grant expired ($NOW <= $EXPIRES)"
+log "dropped $((NOW - EXPIRES)) s after expiry"
+[ "$(metric c1 'edgeway_claims_ignored_total\{reason="invalid_grant"\}')" -gt "$invalid_before" ] || fail "c1 did not count the expired grant's claim"
+has_route c2 "$PE1" || fail "c2 (no CA) lost e1's pod too"
+lapsed() { [ "$(metric e1 '^edgeway_local_pods_outside_grant$')" = 1 ]; }
+wait_for "e1 to report its pod outside its (expired) grant" 15 lapsed
 
 log "b1, a member with a valid grant, claims a1's pod $PA1 and an unallocated 10.244.9.9"
 sleep 1 # claims are dated in whole seconds: b1's must be the newer one

@@ -69,8 +69,7 @@ rt_two_lans() {
   agent_start a1 lan-a secret 198.51.100.11
   BOOT="/ip4/198.51.100.11/tcp/7333/p2p/$(peer_id a1)"
   agent_start b1 lan-b secret 203.0.113.21 "$BOOT"
-  members() { [ "$(metric "$1" '^edgeway_peers$')" -ge 1 ]; }
-  wait_for "a1 and b1 to meet" 15 members a1
+  wait_for "a1 and b1 to meet" 15 members a1 1
   PB1=$(pod_add b1 pb1)
 }
 

@@ -218,3 +218,6 @@ no_route() { ! has_route "$1" "$2"; }
 metric() { # metric NODE NAME_REGEX -> sum of matching samples
   api "$1" /metrics | awk -v re="$2" '$0 !~ /^#/ && $1 ~ re {s += $2} END {printf "%d\n", s}'
 }
+
+# members NODE N: NODE counts at least N proven members.
+members() { [ "$(metric "$1" '^edgeway_peers$')" -ge "$2" ]; }

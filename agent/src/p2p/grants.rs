@@ -41,6 +41,12 @@ pub struct GrantBody {
     pub not_after_unix: u64,
 }
 
+impl GrantBody {
+    pub fn expired(&self, now_unix: u64) -> bool {
+        now_unix > self.not_after_unix
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GrantError {
     #[error("grant is larger than {MAX_GRANT_BYTES} bytes")]
@@ -49,7 +55,7 @@ pub enum GrantError {
     Malformed(String),
     #[error("grant is not signed by the cluster CA")]
     BadSignature,
-    #[error("grant is for peer {0}, not for its sender")]
+    #[error("grant is for peer {0}, not for this one")]
     OtherPeer(String),
     #[error("grant expired at unix time {0}")]
     Expired(u64),
@@ -73,22 +79,20 @@ impl ClusterCa {
 
     pub fn decode(text: &str) -> Result<Self, String> {
         let bytes = B64.decode(text).map_err(|e| e.to_string())?;
-        PublicKey::try_decode_protobuf(&bytes)
-            .map(ClusterCa)
-            .map_err(|e| e.to_string())
+        let key = PublicKey::try_decode_protobuf(&bytes).map_err(|e| e.to_string())?;
+        // Other key types would verify too; the CA is documented, and made, as Ed25519.
+        key.clone()
+            .try_into_ed25519()
+            .map_err(|_| "not an Ed25519 key".to_string())?;
+        Ok(ClusterCa(key))
     }
 
     pub fn encode(key: &PublicKey) -> String {
         B64.encode(key.encode_protobuf())
     }
 
-    /// Checks that `grant` is the CA's, for `author`, and still valid at `now_unix`.
-    pub fn check(
-        &self,
-        grant: &Grant,
-        author: &PeerId,
-        now_unix: u64,
-    ) -> Result<GrantBody, GrantError> {
+    /// Checks that `grant` is the CA's and for `author`, whatever its expiry.
+    pub fn verify(&self, grant: &Grant, author: &PeerId) -> Result<GrantBody, GrantError> {
         if grant.body.len() + grant.signature.len() > MAX_GRANT_BYTES {
             return Err(GrantError::TooLarge);
         }
@@ -98,7 +102,72 @@ impl ClusterCa {
         if !self.0.verify(grant.body.as_bytes(), &signature) {
             return Err(GrantError::BadSignature);
         }
-        grant.body_for(author, now_unix)
+        grant.body_for(author)
+    }
+
+    /// [`verify`](Self::verify), and still valid at `now_unix`.
+    pub fn check(
+        &self,
+        grant: &Grant,
+        author: &PeerId,
+        now_unix: u64,
+    ) -> Result<GrantBody, GrantError> {
+        let body = self.verify(grant, author)?;
+        if body.expired(now_unix) {
+            return Err(GrantError::Expired(body.not_after_unix));
+        }
+        Ok(body)
+    }
+
+    /// What a peer's claims are limited to, given the grant its announcement carried.
+    pub fn allowed(&self, grant: Option<&Grant>, author: &PeerId, now_unix: u64) -> Allowed {
+        match grant {
+            None => Allowed::NoGrant,
+            Some(g) => match self.check(g, author, now_unix) {
+                Ok(body) => Allowed::Granted(body),
+                Err(e) => Allowed::Invalid(e),
+            },
+        }
+    }
+}
+
+impl Grant {
+    /// The body, if it is for `peer`; the signature is not looked at.
+    fn body_for(&self, peer: &PeerId) -> Result<GrantBody, GrantError> {
+        let body: GrantBody =
+            serde_json::from_str(&self.body).map_err(|e| GrantError::Malformed(e.to_string()))?;
+        if body.peer_id != peer.to_string() {
+            return Err(GrantError::OtherPeer(body.peer_id));
+        }
+        if body.pod_cidrs.len() > MAX_GRANT_CIDRS {
+            return Err(GrantError::TooManyCidrs);
+        }
+        Ok(body)
+    }
+}
+
+/// Which CIDRs a peer's claims may fall in, and why the others do not count.
+pub enum Allowed {
+    Granted(GrantBody),
+    NoGrant,
+    Invalid(GrantError),
+}
+
+impl Allowed {
+    pub fn cidrs(&self) -> &[IpNetwork] {
+        match self {
+            Allowed::Granted(body) => &body.pod_cidrs,
+            _ => &[],
+        }
+    }
+
+    /// The metric label for claims this leaves out.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Allowed::Granted(_) => "outside_grant",
+            Allowed::NoGrant => "no_grant",
+            Allowed::Invalid(_) => "invalid_grant",
+        }
     }
 }
 
@@ -107,38 +176,14 @@ impl ClusterCa {
 /// can be handed out first and enforcement turned on afterwards, node by node.
 pub struct GrantPolicy {
     pub ca: Option<ClusterCa>,
-    /// This node's grant, sent with each announcement, and the CIDRs it covers.
-    pub own: Option<(Grant, Vec<IpNetwork>)>,
-}
-
-/// Which CIDRs a peer's claims may fall in, and why the others do not count.
-pub enum Allowed {
-    Cidrs(Vec<IpNetwork>),
-    NoGrant,
-    Invalid(GrantError),
-}
-
-impl Allowed {
-    pub fn cidrs(&self) -> &[IpNetwork] {
-        match self {
-            Allowed::Cidrs(c) => c,
-            _ => &[],
-        }
-    }
-
-    /// The metric label for claims this leaves out.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Allowed::Cidrs(_) => "outside_grant",
-            Allowed::NoGrant => "no_grant",
-            Allowed::Invalid(_) => "invalid_grant",
-        }
-    }
+    /// This node's grant, sent with each announcement.
+    pub own: Option<(Grant, GrantBody)>,
 }
 
 impl GrantPolicy {
     /// Loads the CA and this node's grant (`None` when neither is set). The grant must be
-    /// for `local` and unexpired and, with a CA, signed by it.
+    /// for `local` and, with a CA, signed by it. An expired one is kept, with a warning:
+    /// the node's pods go unrouted elsewhere, but the agent still serves its node.
     pub fn load(
         ca_file: Option<&Path>,
         grant_file: Option<&Path>,
@@ -158,58 +203,59 @@ impl GrantPolicy {
         let own = match grant_file {
             None => None,
             Some(path) => {
-                let field = |e: GrantError| {
-                    anyhow::anyhow!("invalid config: p2p.grantFile: {}: {e}", path.display())
-                };
                 let grant = load_grant(path)
                     .map_err(|e| anyhow::anyhow!("invalid config: p2p.grantFile: {e:#}"))?;
                 let body = match &ca {
-                    Some(ca) => ca.check(&grant, local, now_unix).map_err(field)?,
-                    None => grant.body_for(local, now_unix).map_err(field)?,
-                };
-                Some((grant, body.pod_cidrs))
+                    Some(ca) => ca.verify(&grant, local),
+                    None => grant.body_for(local),
+                }
+                .map_err(|e| {
+                    anyhow::anyhow!("invalid config: p2p.grantFile: {}: {e}", path.display())
+                })?;
+                Some((grant, body))
             }
         };
-        Ok(Some(GrantPolicy { ca, own }))
+        let policy = GrantPolicy { ca, own };
+        policy.log_start(now_unix);
+        Ok(Some(policy))
+    }
+
+    fn log_start(&self, now_unix: u64) {
+        match (&self.ca, &self.own) {
+            (Some(_), None) => tracing::info!(
+                "cluster CA set and no p2p.grantFile: peers that check grants ignore this node's pods (fine for a relay)"
+            ),
+            (None, Some(_)) => tracing::warn!(
+                "p2p.grantFile without p2p.clusterCaFile: this node sends its grant but does not check peers' grants"
+            ),
+            _ => {}
+        }
+        if let Some((_, body)) = &self.own {
+            if body.expired(now_unix) {
+                tracing::warn!(
+                    not_after_unix = body.not_after_unix,
+                    "this node's grant has expired: peers that check grants ignore its pods; renew it"
+                );
+            } else {
+                tracing::info!(cidrs = ?body.pod_cidrs, not_after_unix = body.not_after_unix, "this node's grant");
+            }
+        }
     }
 
     pub fn own_grant(&self) -> Option<Grant> {
         self.own.as_ref().map(|(g, _)| g.clone())
     }
 
-    pub fn own_cidrs(&self) -> &[IpNetwork] {
-        self.own.as_ref().map_or(&[], |(_, c)| c)
-    }
-}
-
-impl ClusterCa {
-    /// What a peer's claims are limited to, given the grant its announcement carried.
-    pub fn allowed(&self, grant: Option<&Grant>, author: &PeerId, now_unix: u64) -> Allowed {
-        match grant {
-            None => Allowed::NoGrant,
-            Some(g) => match self.check(g, author, now_unix) {
-                Ok(body) => Allowed::Cidrs(body.pod_cidrs),
-                Err(e) => Allowed::Invalid(e),
-            },
+    /// What peers that check grants accept of this node's pods right now.
+    pub fn own_cidrs(&self, now_unix: u64) -> &[IpNetwork] {
+        match &self.own {
+            Some((_, body)) if !body.expired(now_unix) => &body.pod_cidrs,
+            _ => &[],
         }
     }
-}
 
-impl Grant {
-    /// The body, if it is for `peer` and unexpired; the signature is not looked at.
-    fn body_for(&self, peer: &PeerId, now_unix: u64) -> Result<GrantBody, GrantError> {
-        let body: GrantBody =
-            serde_json::from_str(&self.body).map_err(|e| GrantError::Malformed(e.to_string()))?;
-        if body.peer_id != peer.to_string() {
-            return Err(GrantError::OtherPeer(body.peer_id));
-        }
-        if body.pod_cidrs.len() > MAX_GRANT_CIDRS {
-            return Err(GrantError::TooManyCidrs);
-        }
-        if now_unix > body.not_after_unix {
-            return Err(GrantError::Expired(body.not_after_unix));
-        }
-        Ok(body)
+    pub fn own_not_after(&self) -> Option<u64> {
+        self.own.as_ref().map(|(_, b)| b.not_after_unix)
     }
 }
 
@@ -225,7 +271,7 @@ pub fn issue(ca: &Keypair, body: &GrantBody) -> Grant {
     }
 }
 
-pub fn load_grant(path: &Path) -> anyhow::Result<Grant> {
+fn load_grant(path: &Path) -> anyhow::Result<Grant> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read grant {}: {e}", path.display()))?;
     serde_json::from_str(&text)
@@ -236,16 +282,15 @@ pub fn covers(cidrs: &[IpNetwork], ip: IpAddr) -> bool {
     cidrs.iter().any(|c| c.contains(ip))
 }
 
+/// The IPs no CIDR in `cidrs` covers.
+pub fn outside(cidrs: &[IpNetwork], ips: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
+    ips.into_iter().filter(|ip| !covers(cidrs, *ip)).collect()
+}
+
 /// Keeps the claims inside `cidrs`; returns the IPs it dropped.
 pub fn keep_granted(pods: &mut Vec<PodClaim>, cidrs: &[IpNetwork]) -> Vec<IpAddr> {
-    let mut dropped = Vec::new();
-    pods.retain(|p| {
-        let ok = covers(cidrs, p.ip);
-        if !ok {
-            dropped.push(p.ip);
-        }
-        ok
-    });
+    let dropped = outside(cidrs, pods.iter().map(|p| p.ip));
+    pods.retain(|p| covers(cidrs, p.ip));
     dropped
 }
 
@@ -305,6 +350,48 @@ mod tests {
         huge.body = " ".repeat(MAX_GRANT_BYTES);
         assert_eq!(ca.check(&huge, &peer, 1), Err(GrantError::TooLarge));
         assert!(ClusterCa::decode("not base64!").is_err());
+    }
+
+    #[test]
+    fn a_node_starts_with_its_expired_grant_but_not_with_another_peers() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = Keypair::generate_ed25519();
+        let ca_file = dir.path().join("ca.pub");
+        std::fs::write(&ca_file, ClusterCa::encode(&ca_key.public()) + "\n").unwrap();
+        let me = PeerId::random();
+        let write = |name: &str, body: &GrantBody| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, serde_json::to_string(&issue(&ca_key, body)).unwrap()).unwrap();
+            path
+        };
+        let expired = write("expired.json", &body(&me, &["10.244.1.0/24"], 100));
+        let policy = GrantPolicy::load(Some(&ca_file), Some(&expired), &me, 200)
+            .unwrap()
+            .unwrap();
+        assert!(
+            policy.own_cidrs(200).is_empty(),
+            "peers ignore an expired grant"
+        );
+        assert_eq!(policy.own_cidrs(50).len(), 1);
+
+        let theirs = write(
+            "theirs.json",
+            &body(&PeerId::random(), &["10.244.1.0/24"], 900),
+        );
+        let e = GrantPolicy::load(Some(&ca_file), Some(&theirs), &me, 200)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("p2p.grantFile") && e.contains("not for this one"),
+            "{e}"
+        );
+        let e = GrantPolicy::load(Some(&dir.path().join("none")), None, &me, 200)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("p2p.clusterCaFile"), "{e}");
+        assert!(GrantPolicy::load(None, None, &me, 200).unwrap().is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
@@ -86,13 +86,13 @@ pub struct Network {
     bootstrap_peers: HashMap<Multiaddr, PeerId>,
     /// Local pod IPs outside our own grant, as last warned about.
     outside_grant: Vec<std::net::IpAddr>,
+    /// With a CA: when each peer's grant expires, and its claims we last ignored.
+    grant_expiry: HashMap<PeerId, u64>,
+    ignored_claims: HashMap<PeerId, Vec<std::net::IpAddr>>,
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    edgeway_common::unix_now().as_millis() as u64
 }
 
 /// Whether another host could dial this address: not loopback, not a wildcard.
@@ -163,6 +163,8 @@ impl Network {
             relay_listeners: HashMap::new(),
             bootstrap_peers: HashMap::new(),
             outside_grant: Vec::new(),
+            grant_expiry: HashMap::new(),
+            ignored_claims: HashMap::new(),
         }
     }
 
@@ -269,23 +271,92 @@ impl Network {
         let Some(policy) = &self.config.grants else {
             return;
         };
-        let outside: Vec<_> = claims
-            .iter()
-            .map(|c| c.ip)
-            .filter(|ip| !grants::covers(policy.own_cidrs(), *ip))
-            .collect();
-        self.node
-            .metrics
-            .local_pods_outside_grant
-            .set(outside.len() as i64);
+        let cidrs = policy.own_cidrs(now_ms() / 1000);
+        let outside = grants::outside(cidrs, claims.iter().map(|c| c.ip));
+        let metrics = &self.node.metrics;
+        metrics.local_pods_outside_grant.set(outside.len() as i64);
+        metrics
+            .grant_not_after
+            .set(policy.own_not_after().unwrap_or(0) as i64);
         if !outside.is_empty() && outside != self.outside_grant {
             tracing::warn!(
                 ?outside,
-                grant = ?policy.own_cidrs(),
-                "local pods outside this node's grant: peers will not route to them"
+                grant = ?cidrs,
+                "local pods outside this node's grant: peers that check grants will not route to them"
             );
         }
         self.outside_grant = outside;
+    }
+
+    /// A grant that expires takes the peer's claims with it, even if the peer goes quiet.
+    fn expire_grants(&mut self) {
+        let now = now_ms() / 1000;
+        let expired: Vec<PeerId> = self
+            .grant_expiry
+            .iter()
+            .filter(|(_, not_after)| now > **not_after)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in expired {
+            self.grant_expiry.remove(&peer);
+            let ips = self.net.table_mut().forget(&peer.to_string());
+            self.signed.remove(&peer.to_string());
+            tracing::warn!(%peer, pods = ips.len(), "peer's grant expired; ignoring its pods");
+            self.node
+                .metrics
+                .claims_ignored
+                .get_or_create(&ReasonLabels {
+                    reason: "invalid_grant",
+                })
+                .inc_by(ips.len() as u64);
+            self.net.routes_changed.notify_one();
+        }
+    }
+
+    /// Filters a peer's claims to its grant. `None` when this node checks no grants.
+    fn apply_grant(
+        &self,
+        announcement: &mut crate::ownership::Announcement,
+        grant: Option<&grants::Grant>,
+        author: &PeerId,
+    ) -> Option<(Vec<std::net::IpAddr>, grants::Allowed)> {
+        let ca = self.config.grants.as_ref()?.ca.as_ref()?;
+        let allowed = ca.allowed(grant, author, now_ms() / 1000);
+        let dropped = grants::keep_granted(&mut announcement.pods, allowed.cidrs());
+        Some((dropped, allowed))
+    }
+
+    /// Counts claims left out by `apply_grant`, and says so when that set changes.
+    fn note_grant(
+        &mut self,
+        author: PeerId,
+        checked: Option<(Vec<std::net::IpAddr>, grants::Allowed)>,
+    ) {
+        let Some((dropped, allowed)) = checked else {
+            return;
+        };
+        match &allowed {
+            grants::Allowed::Granted(body) => self.grant_expiry.insert(author, body.not_after_unix),
+            _ => self.grant_expiry.remove(&author),
+        };
+        if dropped.is_empty() {
+            self.ignored_claims.remove(&author);
+            return;
+        }
+        let reason = allowed.reason();
+        self.node
+            .metrics
+            .claims_ignored
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(dropped.len() as u64);
+        if self.ignored_claims.get(&author) != Some(&dropped) {
+            let why = match &allowed {
+                grants::Allowed::Invalid(e) => e.to_string(),
+                _ => reason.to_string(),
+            };
+            tracing::warn!(peer = %author, ?dropped, %why, "ignoring pod claims the peer's grant does not cover");
+            self.ignored_claims.insert(author, dropped);
+        }
     }
 
     fn sync_with_random_member(&mut self) {
@@ -480,6 +551,7 @@ impl Network {
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
+        self.expire_grants();
         let expired = self.net.table_mut().expire(now);
         for (peer, ips) in &expired {
             tracing::info!(%peer, pods = ips.len(), "peer unseen past the grace period; forgetting its pods");
@@ -946,34 +1018,21 @@ impl Network {
             count(&self.node, "refused");
             return MessageAcceptance::Reject;
         }
-        // Every member holds the secret, so only the CA can say which pods one owns.
-        let mut ignored = None;
-        if let Some(ca) = self.config.grants.as_ref().and_then(|g| g.ca.as_ref()) {
-            let allowed = ca.allowed(grant.as_ref(), &author, now_ms() / 1000);
-            let dropped = grants::keep_granted(&mut announcement.pods, allowed.cidrs());
-            ignored = Some((dropped, allowed));
+        // Every member holds the secret, so only the CA can say which pods one owns. The
+        // whole announcement is validated first, so that a bad one is refused here exactly
+        // as on nodes that check no grants.
+        if let Err(reason) = announcement.validate() {
+            tracing::warn!(peer = %author, "rejected announcement: {reason}");
+            count(&self.node, "rejected");
+            return MessageAcceptance::Reject;
         }
+        let checked = self.apply_grant(&mut announcement, grant.as_ref(), &author);
         let peer_key = announcement.peer_id.clone();
         let outcome = self.net.table_mut().apply(announcement, Instant::now());
         match outcome {
             ApplyOutcome::Accepted { added, removed } => {
                 count(&self.node, "accepted");
-                if let Some((dropped, allowed)) = ignored.filter(|(d, _)| !d.is_empty()) {
-                    let reason = allowed.reason();
-                    match &allowed {
-                        grants::Allowed::Invalid(e) => {
-                            tracing::warn!(peer = %author, ?dropped, "ignoring pod claims: the peer's grant is invalid: {e}")
-                        }
-                        _ => {
-                            tracing::warn!(peer = %author, ?dropped, reason, "ignoring pod claims outside the peer's grant")
-                        }
-                    }
-                    self.node
-                        .metrics
-                        .claims_ignored
-                        .get_or_create(&ReasonLabels { reason })
-                        .inc_by(dropped.len() as u64);
-                }
+                self.note_grant(author, checked);
                 tracing::debug!(peer = %author, added = added.len(), removed = removed.len(), "ownership changed");
                 let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
                 for a in &addrs {

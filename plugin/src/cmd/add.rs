@@ -8,7 +8,7 @@ use edgeway_common::cni::{CniError, ErrorCode};
 use edgeway_common::rules::PodRule;
 use edgeway_common::rules::RuleSocket;
 
-use super::{now_unix, open_store, rules, warn};
+use super::{open_store, rules, warn};
 use crate::agent_client::{AgentClient, AgentError};
 use crate::config::{NetConf, OnAgentDown};
 use crate::env::ContainerEnv;
@@ -76,7 +76,7 @@ pub fn run(conf: &NetConf, c: &ContainerEnv) -> Result<String, CniError> {
         table: conf.table,
         priority: conf.rule_priority,
         generation: generation(),
-        created_unix: now_unix(),
+        created_unix: edgeway_common::unix_now().as_secs(),
     };
     if let Err(e) = store.write_record(&attachment) {
         rules::remove(&mut sock, &wanted);

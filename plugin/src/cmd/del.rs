@@ -8,7 +8,7 @@ use edgeway_common::cni::result::sandbox_ips;
 use edgeway_common::rules::PodRule;
 use edgeway_common::store::{PendingDel, Store};
 
-use super::{now_unix, open_store, rules, warn};
+use super::{open_store, rules, warn};
 use crate::agent_client::AgentClient;
 use crate::config::NetConf;
 use crate::env::ContainerEnv;
@@ -99,7 +99,7 @@ pub fn run(conf: &NetConf, c: &ContainerEnv) {
             ips: ips.into_iter().filter(|ip| !held.contains(ip)).collect(),
             table,
             priority,
-            queued_unix: now_unix(),
+            queued_unix: edgeway_common::unix_now().as_secs(),
         };
         // A repeated DEL must not erase what an earlier one queued (its generation above all).
         if let Ok(Some(earlier)) = store.read_pending_del(&pending.key) {

@@ -5,7 +5,7 @@ use edgeway_common::rules::PodRule;
 use edgeway_common::store::PendingDel;
 
 use super::del::ips_held_elsewhere;
-use super::{now_unix, open_store, rules, warn};
+use super::{open_store, rules, warn};
 use crate::agent_client::AgentClient;
 use crate::config::NetConf;
 
@@ -67,7 +67,7 @@ pub fn run(conf: &NetConf) -> Result<(), CniError> {
                 ips: mine,
                 table: r.table,
                 priority: r.priority,
-                queued_unix: now_unix(),
+                queued_unix: edgeway_common::unix_now().as_secs(),
             };
             if let Err(e) = store.queue_pending_del(&pending) {
                 failures.push(format!("{}: {e}", r.container_id));

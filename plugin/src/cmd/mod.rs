@@ -94,13 +94,6 @@ fn open_store(conf: &NetConf) -> Result<(Store, StoreLock), CniError> {
     Ok((store, lock))
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// stderr reaches the runtime's log; nothing the runtime parses goes there.
 fn warn(msg: impl std::fmt::Display) {
     eprintln!("edgeway: {msg}");
