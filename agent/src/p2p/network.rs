@@ -86,6 +86,9 @@ pub struct Network {
     bootstrap_peers: HashMap<Multiaddr, PeerId>,
     /// Local pod IPs outside our own grant, as last warned about.
     outside_grant: Vec<std::net::IpAddr>,
+    /// A reservation was lost, or a relay came back: re-reserve on the relays we are
+    /// connected to at the next tick, not at the next full round.
+    reserve_soon: bool,
     /// With a CA: when each peer's grant expires, and its claims we last ignored.
     grant_expiry: HashMap<PeerId, u64>,
     ignored_claims: HashMap<PeerId, Vec<std::net::IpAddr>>,
@@ -163,6 +166,7 @@ impl Network {
             relay_listeners: HashMap::new(),
             bootstrap_peers: HashMap::new(),
             outside_grant: Vec::new(),
+            reserve_soon: false,
             grant_expiry: HashMap::new(),
             ignored_claims: HashMap::new(),
         }
@@ -390,13 +394,24 @@ impl Network {
 
     /// A member's hello: a restart shows in a new boot value (its older connections are
     /// then dead), and a peer that asks for our hello, or restarted, has forgotten it.
-    fn peer_hello(&mut self, peer: PeerId, connection: ConnectionId, boot: u64, want_hello: bool) {
+    fn peer_hello(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        boot: u64,
+        want_hello: bool,
+        was_member: bool,
+    ) {
         let restarted = self
             .peer_boots
             .insert(peer, boot)
             .is_some_and(|before| before != boot);
-        if restarted {
-            tracing::info!(%peer, "peer restarted; closing its older connections");
+        // A member that asks for our hello has lost every connection it had to us, so
+        // ours that are older than this one are dead too: its relay went away, say, and
+        // we have not noticed yet. Replies sent on them would be lost until they time out.
+        let lost_us = want_hello && was_member;
+        if restarted || lost_us {
+            tracing::info!(%peer, restarted, "peer restarted or lost us; closing our older connections to it");
             for old in self.paths.connections(&peer) {
                 if old != connection {
                     self.swarm.close_connection(old);
@@ -434,9 +449,18 @@ impl Network {
 
     /// Listens through every relay we hold no reservation on; run again after a relay
     /// restart or a lost connection, so the reservation comes back.
-    fn reserve_on_relays(&mut self) {
+    /// Listens through every relay we hold no reservation on; with `connected_only`, only
+    /// through those we are connected to (a relay that is down is tried at the full round).
+    fn reserve_on_relays(&mut self, connected_only: bool) {
         for relay in self.config.relays.clone() {
             if self.relay_listeners.values().any(|r| *r == relay) {
+                continue;
+            }
+            let relay_peer = relay.iter().find_map(|p| match p {
+                Protocol::P2p(id) => Some(id),
+                _ => None,
+            });
+            if connected_only && !relay_peer.is_some_and(|p| self.swarm.is_connected(&p)) {
                 continue;
             }
             match self
@@ -579,7 +603,9 @@ impl Network {
         let full = now.duration_since(self.last_redial) >= REDIAL_EVERY;
         if full {
             self.last_redial = now;
-            self.reserve_on_relays();
+            self.reserve_on_relays(false);
+        } else if std::mem::take(&mut self.reserve_soon) {
+            self.reserve_on_relays(true);
         }
         self.redial(full);
     }
@@ -678,6 +704,9 @@ impl Network {
                     }
                 }
                 self.connection_opened(peer_id, connection_id, &endpoint);
+                if self.is_relay(&peer_id) {
+                    self.reserve_soon = true;
+                }
                 if num_established.get() == 1 {
                     self.awaiting_hello.insert(peer_id, Instant::now());
                 }
@@ -733,6 +762,7 @@ impl Network {
             } => {
                 if let Some(relay) = self.relay_listeners.remove(&listener_id) {
                     tracing::warn!(%relay, ?reason, "lost the reservation on a relay; will re-reserve");
+                    self.reserve_soon = true;
                 }
             }
             SwarmEvent::ListenerError { listener_id, error } => {
@@ -748,6 +778,9 @@ impl Network {
                 },
             )) => {
                 tracing::info!(relay = %relay_peer_id, "reserved a slot on the relay");
+                // Peers behind NAT reach us only through this circuit: tell them now, not
+                // at the next announcement.
+                self.announce();
             }
             SwarmEvent::Behaviour(BehaviourEvent::RelayServer(ev)) => self.on_relay_server(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
@@ -949,14 +982,15 @@ impl Network {
             } => {
                 if self.secret.verify(&peer, &token) {
                     self.awaiting_hello.remove(&peer);
-                    if self.net.set_member(peer, true) {
+                    let was_member = !self.net.set_member(peer, true);
+                    if !was_member {
                         tracing::info!(%peer, node = %node_name, "peer proved cluster membership");
                         self.node.metrics.peers.set(self.net.member_count() as i64);
                         self.publish_path(peer);
                         self.request_sync(peer);
                     }
                     // After set_member, so a hello sent back does not ask for another.
-                    self.peer_hello(peer, connection, boot, want_hello);
+                    self.peer_hello(peer, connection, boot, want_hello, was_member);
                     ControlResponse::Welcome
                 } else {
                     tracing::warn!(%peer, node = %node_name, "peer presented an invalid cluster membership token; disconnecting");
