@@ -165,6 +165,21 @@ impl World {
         list
     }
 
+    /// The bridge + host-local list at 1.0.0 with edgeway's `onAgentDown` set.
+    pub fn on_agent_down_conflist(&self, on_agent_down: &str) -> Value {
+        let mut list = self.bridge_conflist("1.0.0");
+        for p in list["plugins"].as_array_mut().expect("plugins") {
+            if p["type"] == "edgeway" {
+                p["onAgentDown"] = json!(on_agent_down);
+            }
+        }
+        assert_eq!(
+            crate::chain::plugin_entry(&list, "edgeway")["onAgentDown"],
+            on_agent_down
+        );
+        list
+    }
+
     /// `conflist/10-ptp-calico-style.conflist` (0.3.1) with this world's subnet, host-local
     /// data dir, state dir and agent socket.
     pub fn ptp_conflist(&self) -> Value {

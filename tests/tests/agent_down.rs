@@ -1,28 +1,15 @@
 //! `onAgentDown`: what ADD does when the agent is not running.
 
-use edgeway_integration_tests::chain::plugin_entry;
 use edgeway_integration_tests::world::{sandbox_ipv4, World};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::{Duration, Instant};
-
-/// The bridge list with edgeway's `onAgentDown` set.
-fn list_with(w: &World, on_agent_down: &str) -> Value {
-    let mut list = w.bridge_conflist("1.0.0");
-    for p in list["plugins"].as_array_mut().expect("plugins") {
-        if p["type"] == "edgeway" {
-            p["onAgentDown"] = json!(on_agent_down);
-        }
-    }
-    assert_eq!(plugin_entry(&list, "edgeway")["onAgentDown"], on_agent_down);
-    list
-}
 
 #[test]
 fn continue_adds_without_the_agent_and_the_agent_picks_it_up() {
     let mut w = World::new();
     assert!(!w.agent.is_running());
     assert!(!w.socket().exists(), "no agent socket");
-    let list = list_with(&w, "continue");
+    let list = w.on_agent_down_conflist("continue");
     let pod = w.pod(1);
 
     let added = w
@@ -48,7 +35,7 @@ fn continue_adds_without_the_agent_and_the_agent_picks_it_up() {
 #[test]
 fn fail_refuses_the_add_with_code_11_and_leaves_nothing() {
     let mut w = World::new();
-    let list = list_with(&w, "fail");
+    let list = w.on_agent_down_conflist("fail");
     let pod = w.pod(1);
 
     let failure = w
@@ -88,7 +75,7 @@ fn fail_refuses_the_add_with_code_11_and_leaves_nothing() {
 #[test]
 fn a_hung_agent_delays_add_and_del_by_at_most_the_timeout() {
     let mut w = World::with_agent();
-    let mut list = list_with(&w, "continue");
+    let mut list = w.on_agent_down_conflist("continue");
     for p in list["plugins"].as_array_mut().expect("plugins") {
         if p["type"] == "edgeway" {
             p["agentTimeoutMs"] = json!(300);

@@ -13,22 +13,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use edgeway_integration_tests::chain::{plugin_entry, PluginRun};
+use edgeway_integration_tests::chain::PluginRun;
 use edgeway_integration_tests::mounts::PrivateMounts;
 use edgeway_integration_tests::world::{sandbox_ipv4, Pod, World};
-use serde_json::{json, Value};
-
-/// The bridge + host-local list at 1.0.0 with edgeway's `onAgentDown` set.
-fn list_with(w: &World, on_agent_down: &str) -> Value {
-    let mut list = w.bridge_conflist("1.0.0");
-    for p in list["plugins"].as_array_mut().expect("plugins") {
-        if p["type"] == "edgeway" {
-            p["onAgentDown"] = json!(on_agent_down);
-        }
-    }
-    assert_eq!(plugin_entry(&list, "edgeway")["onAgentDown"], on_agent_down);
-    list
-}
+use serde_json::Value;
 
 /// Every plugin run's stderr and the agent's log, checked for panics at the end.
 #[derive(Default)]
@@ -165,7 +153,7 @@ fn create_private_dir(dir: &Path) {
 #[test]
 fn a_full_state_dir_fails_add_with_101_and_shows_on_readyz() {
     let mut w = World::new();
-    let list = list_with(&w, "fail");
+    let list = w.on_agent_down_conflist("fail");
     let pods: Vec<Pod> = (1..=3).map(|n| w.pod(n)).collect();
     let mut out = Outputs::default();
     let state = w.state_dir();
@@ -233,7 +221,7 @@ fn a_full_state_dir_fails_add_with_101_and_shows_on_readyz() {
 #[test]
 fn a_read_only_state_dir_fails_add_with_101_and_keeps_the_registry() {
     let mut w = World::new();
-    let list = list_with(&w, "fail");
+    let list = w.on_agent_down_conflist("fail");
     // flannel's and Calico's version: DEL comes without prevResult.
     let list_0_3_1 = w.bridge_conflist("0.3.1");
     let pods: Vec<Pod> = (1..=3).map(|n| w.pod(n)).collect();
@@ -309,7 +297,7 @@ fn a_read_only_state_dir_fails_add_with_101_and_keeps_the_registry() {
 #[test]
 fn continue_still_starts_the_pod_when_the_state_dir_is_broken() {
     let w = World::new();
-    let list = list_with(&w, "continue");
+    let list = w.on_agent_down_conflist("continue");
     let pods: Vec<Pod> = (1..=2).map(|n| w.pod(n)).collect();
     let mut out = Outputs::default();
     let state = w.state_dir();
@@ -339,7 +327,7 @@ fn continue_still_starts_the_pod_when_the_state_dir_is_broken() {
 #[test]
 fn a_corrupt_record_is_reported_and_nothing_is_lost() {
     let mut w = World::new();
-    let list = list_with(&w, "continue");
+    let list = w.on_agent_down_conflist("continue");
     let pods: Vec<Pod> = (1..=2).map(|n| w.pod(n)).collect();
     let mut out = Outputs::default();
     w.agent.set_resync_interval(1);
@@ -464,7 +452,12 @@ fn a_corrupt_identity_key_stops_the_agent_with_a_clear_message() {
     let mut out = Outputs::default();
     let pods: Vec<Pod> = (1..=3).map(|n| w.pod(n)).collect();
     // A pod set up while the agent was down: its record waits on disk.
-    let (result1, ip1) = add_ok(&w, &list_with(&w, "continue"), &pods[0], &mut out);
+    let (result1, ip1) = add_ok(
+        &w,
+        &w.on_agent_down_conflist("continue"),
+        &pods[0],
+        &mut out,
+    );
 
     let key = w.state_dir().join("identity.key");
     for garbage in [&b""[..], b"\x08\x01\x12\x40short", b"not a key at all\n"] {
@@ -479,9 +472,20 @@ fn a_corrupt_identity_key_stops_the_agent_with_a_clear_message() {
     }
 
     // Pods meanwhile follow onAgentDown, and the earlier pod keeps its rule and record.
-    let (err, _) = add_fails(&w, &list_with(&w, "fail"), &pods[1], 11, &mut out);
+    let (err, _) = add_fails(
+        &w,
+        &w.on_agent_down_conflist("fail"),
+        &pods[1],
+        11,
+        &mut out,
+    );
     assert!(err["msg"].as_str().is_some_and(|m| !m.is_empty()), "{err}");
-    let (result3, ip3) = add_ok(&w, &list_with(&w, "continue"), &pods[2], &mut out);
+    let (result3, ip3) = add_ok(
+        &w,
+        &w.on_agent_down_conflist("continue"),
+        &pods[2],
+        &mut out,
+    );
     assert!(w.has_pod_rule(&ip1) && w.has_pod_rule(&ip3));
     assert!(w.record(&pods[0].container).is_some());
 
@@ -496,7 +500,7 @@ fn a_corrupt_identity_key_stops_the_agent_with_a_clear_message() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600, "the new identity key's mode");
-    let list = list_with(&w, "continue");
+    let list = w.on_agent_down_conflist("continue");
     del_ok(&w, &list, &pods[0], Some(&result1), &mut out);
     del_ok(&w, &list, &pods[2], Some(&result3), &mut out);
     del_ok(&w, &list, &pods[1], None, &mut out);
@@ -511,7 +515,7 @@ fn a_bad_cluster_secret_stops_the_agent_with_a_clear_message() {
     let mut w = World::new();
     let mut out = Outputs::default();
     let pod = w.pod(1);
-    let (result, ip) = add_ok(&w, &list_with(&w, "continue"), &pod, &mut out);
+    let (result, ip) = add_ok(&w, &w.on_agent_down_conflist("continue"), &pod, &mut out);
     let secret = w.socket().with_file_name("cluster-secret");
     w.agent.set_config(&networking_config(&secret));
 
@@ -555,7 +559,7 @@ fn a_bad_cluster_secret_stops_the_agent_with_a_clear_message() {
     w.assert_attached(&pod, &ip);
     del_ok(
         &w,
-        &list_with(&w, "continue"),
+        &w.on_agent_down_conflist("continue"),
         &pod,
         Some(&result),
         &mut out,
