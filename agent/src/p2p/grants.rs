@@ -289,8 +289,14 @@ pub fn outside(cidrs: &[IpNetwork], ips: impl IntoIterator<Item = IpAddr>) -> Ve
 
 /// Keeps the claims inside `cidrs`; returns the IPs it dropped.
 pub fn keep_granted(pods: &mut Vec<PodClaim>, cidrs: &[IpNetwork]) -> Vec<IpAddr> {
-    let dropped = outside(cidrs, pods.iter().map(|p| p.ip));
-    pods.retain(|p| covers(cidrs, p.ip));
+    let mut dropped = Vec::new();
+    pods.retain(|p| {
+        let inside = covers(cidrs, p.ip);
+        if !inside {
+            dropped.push(p.ip);
+        }
+        inside
+    });
     dropped
 }
 

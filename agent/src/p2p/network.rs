@@ -29,7 +29,7 @@ use super::paths::{Action, PathSelector};
 use crate::metrics::{PathLabels, PeerLabels, ReasonLabels};
 use crate::netstate::{NetState, Path, SHOWN_PATHS};
 use crate::node::Node;
-use crate::ownership::{ApplyOutcome, LocalAnnouncer, PodClaim};
+use crate::ownership::{ApplyOutcome, LocalAnnouncer, PodClaim, RejectReason};
 
 /// A peer that has not proved membership this long after connecting is dropped.
 const AUTH_DEADLINE: Duration = Duration::from_secs(10);
@@ -117,6 +117,17 @@ fn path_of(endpoint: &ConnectedPoint) -> Path {
     }
 }
 
+/// The claims a grant check left out, and what the peer's grant allowed.
+type GrantCheck = (Vec<std::net::IpAddr>, grants::Allowed);
+
+/// The peer an address names with `/p2p/<id>`, if it does.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
 fn is_circuit(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
@@ -143,6 +154,10 @@ impl Network {
     ) -> Self {
         let peer = key.public().to_peer_id().to_string();
         let paths = PathSelector::new(config.upgrade_retry);
+        let not_after = config.grants.as_ref().and_then(GrantPolicy::own_not_after);
+        node.metrics
+            .grant_not_after
+            .set(not_after.unwrap_or(0) as i64);
         Network {
             announcer: LocalAnnouncer::new(peer, config.node_name.clone(), segment),
             swarm,
@@ -277,11 +292,10 @@ impl Network {
         };
         let cidrs = policy.own_cidrs(now_ms() / 1000);
         let outside = grants::outside(cidrs, claims.iter().map(|c| c.ip));
-        let metrics = &self.node.metrics;
-        metrics.local_pods_outside_grant.set(outside.len() as i64);
-        metrics
-            .grant_not_after
-            .set(policy.own_not_after().unwrap_or(0) as i64);
+        self.node
+            .metrics
+            .local_pods_outside_grant
+            .set(outside.len() as i64);
         if !outside.is_empty() && outside != self.outside_grant {
             tracing::warn!(
                 ?outside,
@@ -317,25 +331,26 @@ impl Network {
         }
     }
 
-    /// Filters a peer's claims to its grant. `None` when this node checks no grants.
+    /// Filters a peer's claims to its grant; `Ok(None)` when this node checks no grants.
+    /// The whole announcement is validated first, so that a bad one is refused here
+    /// exactly as on nodes that check no grants.
     fn apply_grant(
         &self,
         announcement: &mut crate::ownership::Announcement,
         grant: Option<&grants::Grant>,
         author: &PeerId,
-    ) -> Option<(Vec<std::net::IpAddr>, grants::Allowed)> {
-        let ca = self.config.grants.as_ref()?.ca.as_ref()?;
+    ) -> Result<Option<GrantCheck>, RejectReason> {
+        let Some(ca) = self.config.grants.as_ref().and_then(|g| g.ca.as_ref()) else {
+            return Ok(None);
+        };
+        announcement.validate()?;
         let allowed = ca.allowed(grant, author, now_ms() / 1000);
         let dropped = grants::keep_granted(&mut announcement.pods, allowed.cidrs());
-        Some((dropped, allowed))
+        Ok(Some((dropped, allowed)))
     }
 
     /// Counts claims left out by `apply_grant`, and says so when that set changes.
-    fn note_grant(
-        &mut self,
-        author: PeerId,
-        checked: Option<(Vec<std::net::IpAddr>, grants::Allowed)>,
-    ) {
+    fn note_grant(&mut self, author: PeerId, checked: Option<GrantCheck>) {
         let Some((dropped, allowed)) = checked else {
             return;
         };
@@ -456,11 +471,7 @@ impl Network {
             if self.relay_listeners.values().any(|r| *r == relay) {
                 continue;
             }
-            let relay_peer = relay.iter().find_map(|p| match p {
-                Protocol::P2p(id) => Some(id),
-                _ => None,
-            });
-            if connected_only && !relay_peer.is_some_and(|p| self.swarm.is_connected(&p)) {
+            if connected_only && !peer_of(&relay).is_some_and(|p| self.swarm.is_connected(&p)) {
                 continue;
             }
             match self
@@ -613,13 +624,7 @@ impl Network {
     fn redial_bootstrap(&mut self) {
         for addr in self.config.bootstrap.clone() {
             // Without /p2p/ in the config, the peer is the one we reached there before.
-            let peer = addr
-                .iter()
-                .find_map(|p| match p {
-                    Protocol::P2p(id) => Some(id),
-                    _ => None,
-                })
-                .or_else(|| self.bootstrap_peers.get(&addr).copied());
+            let peer = peer_of(&addr).or_else(|| self.bootstrap_peers.get(&addr).copied());
             if peer.is_some_and(|p| self.swarm.is_connected(&p)) {
                 continue;
             }
@@ -1052,17 +1057,16 @@ impl Network {
             count(&self.node, "refused");
             return MessageAcceptance::Reject;
         }
-        // Every member holds the secret, so only the CA can say which pods one owns. The
-        // whole announcement is validated first, so that a bad one is refused here exactly
-        // as on nodes that check no grants.
-        if let Err(reason) = announcement.validate() {
-            tracing::warn!(peer = %author, "rejected announcement: {reason}");
-            count(&self.node, "rejected");
-            return MessageAcceptance::Reject;
-        }
-        let checked = self.apply_grant(&mut announcement, grant.as_ref(), &author);
+        // Every member holds the secret, so only the CA can say which pods one owns.
         let peer_key = announcement.peer_id.clone();
-        let outcome = self.net.table_mut().apply(announcement, Instant::now());
+        let (outcome, checked) = match self.apply_grant(&mut announcement, grant.as_ref(), &author)
+        {
+            Err(reason) => (ApplyOutcome::Rejected(reason), None),
+            Ok(checked) => (
+                self.net.table_mut().apply(announcement, Instant::now()),
+                checked,
+            ),
+        };
         match outcome {
             ApplyOutcome::Accepted { added, removed } => {
                 count(&self.node, "accepted");
