@@ -17,18 +17,7 @@ RESUME_BOUND=5   # issue 7: traffic resumes within 5 s of the restart
 RATE=2000000     # the stream's pace, bytes/s
 BYTES=30000000   # 15 s at that pace
 
-log "building the topology"
-for n in r a1 b1; do make_ns "$n"; done
-make_lan sw "a1 198.51.100.11/24" "r 198.51.100.1/24"
-in_ns r ip link set eth0 name lana
-link_ns r lanb 203.0.113.1/24 b1 eth0 203.0.113.21/24
-in_ns r sysctl -qw net.ipv4.ip_forward=1
-in_ns a1 ip route add default via 198.51.100.1
-in_ns b1 ip route add default via 203.0.113.1
-
-write_secret secret
-write_conflist a1 10.244.1.0/24
-write_conflist b1 10.244.3.0/24
+two_lans
 # Each agent bootstraps through the other (no peer ID needed: membership is proved anyway).
 start_a1() { agent_start a1 lan-a secret 198.51.100.11 /ip4/203.0.113.21/tcp/7333; }
 start_b1() { agent_start b1 lan-b secret 203.0.113.21 /ip4/198.51.100.11/tcp/7333; }

@@ -148,6 +148,22 @@ pod_del() {
   ip netns del "$(ns "$node-$pod")"
 }
 
+# two_lans: node a1 (lan-a 198.51.100.0/24, pods 10.244.1.0/24) and node b1 (lan-b
+# 203.0.113.0/24, pods 10.244.3.0/24) behind router r, which routes the underlays but no
+# pod CIDR; the cluster secret and both nodes' conflists. No agent yet.
+two_lans() {
+  log "building the topology"
+  for n in r a1 b1; do make_ns "$n"; done
+  link_ns r lana 198.51.100.1/24 a1 eth0 198.51.100.11/24
+  link_ns r lanb 203.0.113.1/24 b1 eth0 203.0.113.21/24
+  in_ns r sysctl -qw net.ipv4.ip_forward=1
+  in_ns a1 ip route add default via 198.51.100.1
+  in_ns b1 ip route add default via 203.0.113.1
+  write_secret secret
+  write_conflist a1 10.244.1.0/24
+  write_conflist b1 10.244.3.0/24
+}
+
 # write_secret: the cluster credential for this run (random, 0600).
 write_secret() {
   head -c 32 /dev/urandom | base64 > "$EW_TMP/$1"
